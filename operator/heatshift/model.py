@@ -1,0 +1,261 @@
+"""The domain model: sites, tanks, offtakers, jobs, snapshots and plans.
+
+Pure data (pydantic v2, frozen). Everything the planner decides on arrives as a
+:class:`Snapshot` and everything it decides leaves as a :class:`Plan`; the operator
+(`kube`), the simulator (`sim`) and the benchmark all speak these types.
+
+Times are seconds on the snapshot's clock, as floats: the simulator counts from the
+scenario start, the operator uses Unix time. Nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SECONDS_PER_HOUR = 3600.0
+
+
+class Frozen(BaseModel):
+    """Base of every domain object: immutable, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Resources(Frozen):
+    """An amount of compute: CPU cores, memory and whole GPUs."""
+
+    cpu: float = Field(default=0.0, ge=0.0, description="CPU cores.")
+    memory_gib: float = Field(default=0.0, ge=0.0, description="Memory in GiB.")
+    gpu: int = Field(default=0, ge=0, description="Whole GPUs.")
+
+    def fits_within(self, capacity: Resources) -> bool:
+        """True when this amount fits inside ``capacity``."""
+        return (
+            self.cpu <= capacity.cpu + 1e-9
+            and self.memory_gib <= capacity.memory_gib + 1e-9
+            and self.gpu <= capacity.gpu
+        )
+
+    def plus(self, other: Resources) -> Resources:
+        return Resources(
+            cpu=self.cpu + other.cpu,
+            memory_gib=self.memory_gib + other.memory_gib,
+            gpu=self.gpu + other.gpu,
+        )
+
+    def as_tuple(self) -> tuple[float, float, int]:
+        return (self.cpu, self.memory_gib, self.gpu)
+
+
+class PowerModel(Frozen):
+    """How much electrical power a site draws: idle plus per-GPU and per-core power."""
+
+    idle_watts: float = Field(default=0.0, ge=0.0)
+    watts_per_gpu: float = Field(default=0.0, ge=0.0)
+    watts_per_cpu: float = Field(default=0.0, ge=0.0)
+
+    def job_watts(self, resources: Resources) -> float:
+        """Power of a job of this shape when its owner gave no explicit figure."""
+        return resources.gpu * self.watts_per_gpu + resources.cpu * self.watts_per_cpu
+
+
+class Tank(Frozen):
+    """The buffer tank between the heat exchanger and the building."""
+
+    capacity_kwh: float = Field(ge=0.0, description="Usable thermal storage, kWh.")
+    loss_per_hour: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Fraction of stored energy lost per hour."
+    )
+
+
+class OfftakerKind(enum.StrEnum):
+    POOL = "pool"
+    RESIDENTIAL = "residential"
+    GREENHOUSE = "greenhouse"
+    DISTRICT_HEATING = "districtHeating"
+    OFFICE = "office"
+
+
+class Offtaker(Frozen):
+    """The building (or loop) that takes the heat."""
+
+    kind: OfftakerKind
+    max_thermal_kw: float = Field(gt=0.0, description="Most heat it can take, kW.")
+
+
+class Site(Frozen):
+    """A leaf site: a micro data centre and the building it heats."""
+
+    name: str = Field(min_length=1)
+    capacity: Resources
+    power: PowerModel
+    heat_recovery_efficiency: float = Field(gt=0.0, le=1.0)
+    tank: Tank
+    offtaker: Offtaker
+
+    def job_watts(self, resources: Resources, explicit_watts: float | None) -> float:
+        """A job's power at this site: its explicit figure, else the site's power model."""
+        if explicit_watts is not None:
+            return explicit_watts
+        return self.power.job_watts(resources)
+
+
+class DemandSeries(Frozen):
+    """A step series of heat demand (kW): ``kw[i]`` holds from ``start_s + i*step_s``."""
+
+    start_s: float
+    step_s: float = Field(gt=0.0)
+    kw: tuple[float, ...]
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.step_s * len(self.kw)
+
+    def value_at(self, t_s: float) -> float:
+        """Demand at ``t_s``; before the start the first value, after the end the last."""
+        if not self.kw:
+            return 0.0
+        i = math.floor((t_s - self.start_s) / self.step_s)
+        return self.kw[min(max(i, 0), len(self.kw) - 1)]
+
+    def mean_over(self, t0_s: float, t1_s: float) -> float:
+        """Time-weighted mean demand over ``[t0_s, t1_s)``."""
+        if t1_s <= t0_s:
+            return self.value_at(t0_s)
+        total = 0.0
+        t = t0_s
+        while t < t1_s - 1e-9:
+            i = math.floor((t - self.start_s) / self.step_s + 1e-9)
+            boundary = self.start_s + (i + 1) * self.step_s
+            if boundary <= t:  # float edge: step past it
+                boundary = t + self.step_s
+            seg_end = min(boundary, t1_s)
+            total += self.value_at(t) * (seg_end - t)
+            t = seg_end
+        return total / (t1_s - t0_s)
+
+
+class SiteState(Frozen):
+    """What is known of a site at planning time (from metering, or the simulator)."""
+
+    site: str
+    tank_energy_kwh: float = Field(ge=0.0)
+    demand_kw: float = Field(ge=0.0, description="Offtaker demand now, kW.")
+    demand_history: DemandSeries | None = Field(
+        default=None, description="Past demand, ending at the snapshot's time."
+    )
+    demand_forecast: DemandSeries | None = Field(
+        default=None, description="Demand ahead, if the metering source provides one."
+    )
+    heat_aware: bool = Field(
+        default=True,
+        description="False when metering data is missing or invalid: heat there is worth 0.",
+    )
+    reason: str = Field(default="", description="Why the site is not heat-aware, in words.")
+
+
+class JobRequest(Frozen):
+    """A held job waiting for a place and a time."""
+
+    id: str
+    resources: Resources
+    duration_s: float = Field(gt=0.0, description="Expected run time.")
+    power_watts: float | None = Field(default=None, ge=0.0, description="Explicit power.")
+    release_s: float = Field(description="Earliest start (submission time).")
+    deadline_s: float = Field(description="Latest start that meets the job's SLA.")
+    allowed_sites: frozenset[str] | None = Field(
+        default=None, description="Sites it may run at; None means any."
+    )
+    priority: int = Field(default=1, ge=0, description="Higher runs sooner when delay costs.")
+
+    @model_validator(mode="after")
+    def _deadline_after_release(self) -> JobRequest:
+        if self.deadline_s < self.release_s:
+            raise ValueError("deadline_s must not be before release_s")
+        return self
+
+    def may_run_at(self, site: str) -> bool:
+        return self.allowed_sites is None or site in self.allowed_sites
+
+
+class RunningJob(Frozen):
+    """A job already running: it holds resources and makes heat until ``end_s``."""
+
+    id: str
+    site: str
+    resources: Resources
+    power_watts: float = Field(ge=0.0)
+    end_s: float
+
+
+class Snapshot(Frozen):
+    """Everything the planner may know at ``now_s``. A copy: planning never changes it."""
+
+    now_s: float
+    sites: tuple[Site, ...]
+    states: Mapping[str, SiteState]
+    pending: tuple[JobRequest, ...] = ()
+    running: tuple[RunningJob, ...] = ()
+
+    @model_validator(mode="after")
+    def _states_match_sites(self) -> Snapshot:
+        names = [s.name for s in self.sites]
+        if len(set(names)) != len(names):
+            raise ValueError("site names must be unique")
+        missing = [n for n in names if n not in self.states]
+        if missing:
+            raise ValueError(f"no state for sites {missing}")
+        return self
+
+    def site(self, name: str) -> Site:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+class SolveStatus(enum.StrEnum):
+    """How a plan came about, in our own words (not the solver's)."""
+
+    OPTIMAL = "optimal"
+    FEASIBLE = "feasible"  # solver stopped at its time limit with a good plan
+    FALLBACK = "fallback"  # solver found nothing in time: greedy plan instead
+    HEURISTIC = "heuristic"  # a rule-based policy, no solver involved
+    EMPTY = "empty"  # nothing to plan
+
+
+class Placement(Frozen):
+    """Start ``job_id`` at ``site`` at ``start_s``, and why."""
+
+    job_id: str
+    site: str
+    start_s: float
+    reason: str = ""
+
+
+class Unschedulable(Frozen):
+    """A job that fits no site it may run at; reported, never dropped silently."""
+
+    job_id: str
+    reason: str
+
+
+class Plan(Frozen):
+    """The planner's answer for one snapshot."""
+
+    now_s: float
+    placements: tuple[Placement, ...] = ()
+    unschedulable: tuple[Unschedulable, ...] = ()
+    status: SolveStatus
+    solve_seconds: float = 0.0
+    objective: float | None = None
+    expected_useful_heat_kwh: float = 0.0
+    notes: tuple[str, ...] = ()
+
+    def starting_before(self, t_s: float) -> tuple[Placement, ...]:
+        """The placements whose start falls before ``t_s`` (what to apply now)."""
+        return tuple(p for p in self.placements if p.start_s < t_s)

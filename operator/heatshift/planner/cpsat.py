@@ -1,0 +1,321 @@
+"""The CP-SAT model: the only module that imports OR-Tools.
+
+Takes a :class:`~heatshift.planner.problem.Problem` (plain numbers) and returns a
+:class:`Solution` (plain numbers): ``CpModel`` and its variables never leave this
+module. One function per family of variables or constraints, then the objective,
+then a solve with time limit, workers and seed always set, and the solver's status
+mapped to our own :class:`~heatshift.model.SolveStatus`.
+
+Decisions: ``x[o]`` = how many jobs of option ``o``'s class start at its site and slot.
+Per class: ``sum x + unplaced = count``; unplaced jobs whose deadline lies in the
+horizon are late (heavily penalised, so only taken when capacity leaves no choice).
+Per site and slot: the energy balance of DESIGN.md, linear in whole Wh.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ortools.sat.python import cp_model
+
+from heatshift import model
+from heatshift.planner import problem as planner_problem
+
+# Model expressions, or plain ints where nothing varies (OR-Tools' own alias admits numpy).
+_Expr = cp_model.LinearExpr | int
+_T = TypeVar("_T", cp_model.LinearExpr | int, int)
+
+
+@dataclass(frozen=True, slots=True)
+class Solution:
+    status: model.SolveStatus
+    counts: tuple[int, ...]  # per option; empty when no solution was found
+    objective: float | None
+    useful_heat_wh: int
+    dumped_heat_wh: int
+    wall_seconds: float
+    detail: str  # the solver's own words, for logs
+
+
+# CP-SAT's deterministic time runs at roughly a third of wall time on these models
+# (measured); limiting it a little below keeps plans reproducible for a seed, and the
+# wall-clock limit only bites on a starved machine.
+_DETERMINISTIC_PER_SECOND = 0.25
+
+_STATUS = {
+    cp_model.OPTIMAL: model.SolveStatus.OPTIMAL,
+    cp_model.FEASIBLE: model.SolveStatus.FEASIBLE,
+}
+
+
+@dataclass(slots=True)
+class _HeatVars:
+    delivered: list[cp_model.IntVar]
+    dumped: list[cp_model.IntVar]
+    loss: list[cp_model.IntVar]
+    final_energy: cp_model.IntVar | None
+
+
+def _start_variables(m: cp_model.CpModel, p: planner_problem.Problem) -> list[cp_model.IntVar]:
+    return [m.new_int_var(0, o.max_count, f"x{i}") for i, o in enumerate(p.options)]
+
+
+def _hinted(m: cp_model.CpModel, lo: int, hi: int, name: str, hint: int) -> cp_model.IntVar:
+    var = m.new_int_var(lo, hi, name)
+    m.add_hint(var, hint)
+    return var
+
+
+def _class_counts(
+    m: cp_model.CpModel, p: planner_problem.Problem, x: list[cp_model.IntVar], hint: list[int]
+) -> tuple[list[cp_model.IntVar], list[cp_model.IntVar]]:
+    """Every job starts in the horizon, is deferred past it, or (last resort) is late."""
+    by_class: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+    placed = [0] * len(p.classes)
+    for o, var, count in zip(p.options, x, hint, strict=True):
+        by_class[o.job_class].append(var)
+        placed[o.job_class] += count
+    late: list[cp_model.IntVar] = []
+    deferred: list[cp_model.IntVar] = []
+    for c, data in enumerate(p.classes):
+        rest = _hinted(m, 0, data.count, f"unplaced{c}", data.count - placed[c])
+        m.add(sum(by_class[c]) + rest == data.count)
+        (late if data.must_start_in_horizon else deferred).append(rest)
+    return late, deferred
+
+
+def _cumulative(
+    m: cp_model.CpModel,
+    p: planner_problem.Problem,
+    x: list[cp_model.IntVar],
+    option_ids: list[int],
+    weight: Callable[[planner_problem.StartOption], int],
+    name: str,
+    hint: list[int],
+) -> tuple[list[_Expr], list[int]]:
+    """Per slot k: the weighted number of these options' jobs started at slots <= k
+    (as model expressions, and their values under ``hint``)."""
+    by_slot: dict[int, list[int]] = defaultdict(list)
+    for i in option_ids:
+        if weight(p.options[i]):
+            by_slot[p.options[i].slot].append(i)
+    cum: list[_Expr] = []
+    values: list[int] = []
+    previous: _Expr = 0
+    value = 0
+    bound = 0
+    for k in range(p.grid.slots):
+        started = by_slot.get(k)
+        if started:
+            bound += sum(p.options[i].max_count * weight(p.options[i]) for i in started)
+            value += sum(hint[i] * weight(p.options[i]) for i in started)
+            var = _hinted(m, 0, bound, f"{name}_{k}", value)
+            m.add(var == previous + sum(x[i] * weight(p.options[i]) for i in started))
+            previous = var
+        cum.append(previous)
+        values.append(value)
+    return cum, values
+
+
+def _running(cum: list[_T], bucket: planner_problem.Bucket, k: int) -> _T:
+    """Jobs still running in slot k: started in ``[window_start[k], k]``."""
+    first = bucket.window_start[k]
+    return cum[k] - cum[first - 1] if first > 0 else cum[k]
+
+
+def _site_buckets(p: planner_problem.Problem) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, o in enumerate(p.options):
+        groups[(o.site, o.bucket)].append(i)
+    return groups
+
+
+def _capacity(
+    m: cp_model.CpModel,
+    p: planner_problem.Problem,
+    x: list[cp_model.IntVar],
+    groups: dict[tuple[int, int], list[int]],
+    hint: list[int],
+) -> None:
+    """Jobs started at a site never use more than it has free in any slot they run in."""
+    for s, site in enumerate(p.sites):
+        for r in range(3):
+            if not p.binding[s][r]:
+                continue  # cannot run out even if every candidate job came here
+            per_bucket = [
+                (p.buckets[b], _cumulative(m, p, x, ids, _units(p, r), f"c{s}_{b}_{r}", hint)[0])
+                for (site_index, b), ids in groups.items()
+                if site_index == s
+            ]
+            for k in range(p.grid.slots):
+                m.add(
+                    sum(_running(cum, bucket, k) for bucket, cum in per_bucket)
+                    <= max(site.free[k][r], 0)
+                )
+
+
+def _units(p: planner_problem.Problem, r: int) -> Callable[[planner_problem.StartOption], int]:
+    return lambda o: p.classes[o.job_class].units[r]
+
+
+def _heat_watts(o: planner_problem.StartOption) -> int:
+    return o.heat_watts
+
+
+def _heat_balance(
+    m: cp_model.CpModel,
+    p: planner_problem.Problem,
+    x: list[cp_model.IntVar],
+    groups: dict[tuple[int, int], list[int]],
+    hint: list[int],
+) -> _HeatVars:
+    """Tank energy balance per valued site and slot (DESIGN.md, "The physics").
+
+    In joules, so whole-Wh energies and whole-second heat coefficients stay integral;
+    ``rounding`` absorbs the sub-Wh remainder of each slot. Every variable is hinted
+    with the hint plan played out the way :func:`heatshift.thermal.exchange_heat` does
+    (serve demand, fill the tank, dump the rest).
+    """
+    heat = _HeatVars(delivered=[], dumped=[], loss=[], final_energy=None)
+    finals: list[cp_model.IntVar] = []
+    final_hint = 0
+    for s, site in enumerate(p.sites):
+        if not site.heat_valued:
+            continue
+        per_bucket = []
+        most_watts = 0
+        for (site_index, b), ids in groups.items():
+            if site_index != s:
+                continue
+            cum, values = _cumulative(m, p, x, ids, _heat_watts, f"w{s}_{b}", hint)
+            per_bucket.append((p.buckets[b], cum, values))
+            most_watts += sum(p.options[i].max_count * p.options[i].heat_watts for i in ids)
+        cap = site.tank_capacity_wh
+        energy: _Expr = site.tank_initial_wh
+        energy_hint = site.tank_initial_wh
+        for k in range(p.grid.slots):
+            most_q = site.base_heat_wh[k] + int(most_watts * p.grid.length_s(k) / 3600) + 1
+            made_j = sum(b.heat_seconds[k] * _running(v, b, k) for b, _, v in per_bucket)
+            loss_hint = -(-site.loss_permille[k] * energy_hint // 1000)
+            joules = 3600 * (energy_hint - loss_hint + site.base_heat_wh[k]) + made_j
+            delivered_hint = min(site.demand_wh[k], joules // 3600)
+            rest = joules - 3600 * delivered_hint
+            after_hint = min(cap, rest // 3600)
+            delivered = _hinted(m, 0, site.demand_wh[k], f"h{s}_{k}", delivered_hint)
+            dumped = _hinted(m, 0, most_q + cap, f"d{s}_{k}", rest // 3600 - after_hint)
+            loss = _hinted(m, 0, cap, f"l{s}_{k}", loss_hint)
+            after = _hinted(m, 0, cap, f"e{s}_{k + 1}", after_hint)
+            rounding = _hinted(m, 0, 3599, f"r{s}_{k}", rest % 3600)
+            m.add(1000 * loss >= site.loss_permille[k] * energy)
+            m.add(
+                3600 * after + rounding
+                == 3600 * (energy - loss + site.base_heat_wh[k] - delivered - dumped)
+                + sum(b.heat_seconds[k] * _running(cum, b, k) for b, cum, _ in per_bucket)
+            )
+            heat.delivered.append(delivered)
+            heat.dumped.append(dumped)
+            heat.loss.append(loss)
+            energy, energy_hint = after, after_hint
+        assert isinstance(energy, cp_model.IntVar)
+        finals.append(energy)
+        final_hint += energy_hint
+    if finals:
+        total = _hinted(m, 0, sum(s.tank_capacity_wh for s in p.sites), "final_energy", final_hint)
+        m.add(total == sum(finals))
+        heat.final_energy = total
+    return heat
+
+
+def _objective(
+    m: cp_model.CpModel,
+    p: planner_problem.Problem,
+    x: list[cp_model.IntVar],
+    late: list[cp_model.IntVar],
+    deferred: list[cp_model.IntVar],
+    heat: _HeatVars,
+) -> None:
+    """Useful heat first, then less dumped heat, then less (priority-weighted) delay."""
+    per_wh = 1.0 / 1000.0
+    horizon_h = (p.grid.end_s - p.grid.now_s) / 3600.0
+    terms: list[_Expr] = []
+    terms += [p.useful_heat_weight * per_wh * h for h in heat.delivered]
+    terms += [-p.dumped_heat_weight * per_wh * d for d in heat.dumped]
+    terms += [-p.dumped_heat_weight * per_wh * loss for loss in heat.loss]
+    if heat.final_energy is not None:
+        terms.append(p.stored_heat_weight * per_wh * heat.final_energy)
+    for o, var in zip(p.options, x, strict=True):
+        weight = p.delay_weight * (p.classes[o.job_class].priority + 1) * o.delay_hours
+        if weight:
+            terms.append(-weight * var)
+    deferred_classes = [c for c, d in enumerate(p.classes) if not d.must_start_in_horizon]
+    for c, var in zip(deferred_classes, deferred, strict=True):
+        terms.append(-p.delay_weight * (p.classes[c].priority + 1) * horizon_h * var)
+    terms += [-p.late_penalty * var for var in late]
+    m.maximize(sum(terms))
+
+
+def _tune(parameters: Any, seed: int) -> None:
+    parameters.random_seed = seed
+    # Probing and symmetry detection cost more than they find on these flow-like
+    # models (measured: 1.6 s of presolve on 150 jobs, no better plans).
+    parameters.cp_model_probing_level = 0
+    parameters.symmetry_level = 0
+
+
+def solve(
+    p: planner_problem.Problem,
+    *,
+    time_limit_s: float,
+    workers: int,
+    seed: int,
+    gap_limit: float = 0.005,
+) -> Solution:
+    """Build and solve the model; no solution in time gives status FALLBACK, no counts."""
+    started = time.perf_counter()
+    m = cp_model.CpModel()
+    # CP-SAT left alone spends seconds finding any plan without late jobs; start it
+    # from the earliest-start plan, with every variable hinted (it drops a hint it
+    # cannot complete cheaply).
+    hint = planner_problem.earliest_start_counts(p)
+    x = _start_variables(m, p)
+    for var, count in zip(x, hint, strict=True):
+        m.add_hint(var, count)
+    late, deferred = _class_counts(m, p, x, hint)
+    groups = _site_buckets(p)
+    _capacity(m, p, x, groups, hint)
+    heat = _heat_balance(m, p, x, groups, hint)
+    _objective(m, p, x, late, deferred, heat)
+
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = time_limit_s
+    solver.parameters.num_workers = workers
+    # With one worker, the deterministic limit makes the same snapshot and seed give the
+    # same plan even when time runs out; the wall-clock limit stays as a hard bound.
+    solver.parameters.max_deterministic_time = _DETERMINISTIC_PER_SECOND * time_limit_s
+    solver.parameters.relative_gap_limit = gap_limit
+    _tune(solver.parameters, seed)
+    code = solver.solve(m)
+    status = _STATUS.get(code)
+    if status is None:
+        return Solution(
+            status=model.SolveStatus.FALLBACK,
+            counts=(),
+            objective=None,
+            useful_heat_wh=0,
+            dumped_heat_wh=0,
+            wall_seconds=time.perf_counter() - started,
+            detail=solver.status_name(code),
+        )
+    return Solution(
+        status=status,
+        counts=tuple(int(solver.value(v)) for v in x),
+        objective=float(solver.objective_value),
+        useful_heat_wh=int(sum(solver.value(h) for h in heat.delivered)),
+        dumped_heat_wh=int(sum(solver.value(d) for d in heat.dumped)),
+        wall_seconds=time.perf_counter() - started,
+        detail=solver.status_name(code),
+    )

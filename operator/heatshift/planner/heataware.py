@@ -1,0 +1,170 @@
+"""The heat-aware planner: Snapshot -> Plan over a rolling horizon.
+
+The pipeline, one step each: grid -> demand outlook -> split off jobs no site can
+hold -> job classes (coarsened to the variable budget) -> problem numbers -> CP-SAT
+-> concrete jobs earliest-deadline-first -> deadline guard -> expected heat.
+Pure and deterministic for a snapshot, config and seed; bounded by the solver's time
+limit; always returns a plan (the greedy policy's, reported as FALLBACK, when the
+solver finds nothing in time). Called by the ``heatshift``/``oracle`` policies.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from heatshift import model
+from heatshift.planner import checker, cpsat, greedy
+from heatshift.planner import classes as job_classes
+from heatshift.planner import config as planner_config
+from heatshift.planner import grid as planner_grid
+from heatshift.planner import problem as planner_problem
+
+# Ways to shrink a snapshot that is over the variable budget, gentlest first:
+# (deadline slot granularity, start slot stride, candidate sites per class).
+_COARSENING: tuple[tuple[int, int, int | None], ...] = (
+    (1, 1, None),
+    (2, 1, None),
+    (4, 2, None),
+    (4, 2, 16),
+    (8, 4, 8),
+    (8, 4, 4),
+    (12, 6, 3),
+    (24, 12, 2),
+    (48, 24, 1),
+)
+
+
+def _option_count(
+    classes: list[job_classes.JobClass],
+    snapshot: model.Snapshot,
+    slots: int,
+    stride: int,
+    site_limit: int | None,
+) -> int:
+    total = 0
+    for jc in classes:
+        n_sites = sum(
+            1
+            for s in snapshot.sites
+            if (jc.allowed_sites is None or s.name in jc.allowed_sites)
+            and jc.resources.fits_within(s.capacity)
+        )
+        if site_limit is not None:
+            n_sites = min(n_sites, site_limit)
+        first = jc.release_slot
+        last = max(min(jc.deadline_slot, slots - 1), first)
+        if first < slots:
+            total += n_sites * ((last - first) // stride + 2)
+    return total
+
+
+def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.Plan:
+    """The heat-aware plan for ``snapshot``."""
+    now = snapshot.now_s
+    next_decision = now + cfg.step_s
+    grid = planner_grid.build_grid(now, cfg)
+    demand = {
+        s.name: planner_problem.slot_demand_kw(s, snapshot.states[s.name], grid, cfg.step_s)
+        for s in snapshot.sites
+    }
+    jobs, bad = greedy.unschedulable(snapshot)
+    if not jobs:
+        return model.Plan(
+            now_s=now,
+            unschedulable=tuple(bad),
+            status=model.SolveStatus.EMPTY,
+            expected_useful_heat_kwh=checker.expected_heat(
+                snapshot, (), grid.starts, demand
+            ).useful_kwh,
+        )
+
+    notes: list[str] = []
+    classes: list[job_classes.JobClass] = []
+    stride, site_limit = 1, None
+    for granularity, stride, site_limit in _COARSENING:
+        classes = job_classes.build_classes(jobs, grid, granularity)
+        if (
+            _option_count(classes, snapshot, grid.slots, stride, site_limit)
+            <= cfg.max_start_variables
+        ):
+            break
+    if (stride, site_limit) != (1, None) or len(classes) < len(jobs) // 2:
+        notes.append(
+            f"{len(jobs)} jobs in {len(classes)} classes; start slots every {stride}, "
+            f"candidate sites per class {site_limit or 'all'}"
+        )
+    problem = planner_problem.build_problem(
+        snapshot, grid, classes, demand, cfg, site_limit=site_limit, slot_stride=stride
+    )
+    solution = cpsat.solve(
+        problem,
+        time_limit_s=cfg.time_limit_s,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        gap_limit=cfg.gap_limit,
+    )
+
+    if solution.status is model.SolveStatus.FALLBACK:
+        notes.append(
+            f"solver found no plan in {solution.wall_seconds:.2f}s ({solution.detail}): greedy plan"
+        )
+        placements = greedy.greedy_placements(snapshot, next_decision)
+    else:
+        placements = _placements(snapshot, grid, classes, problem, solution, demand)
+
+    placements, guard_notes = greedy.enforce_deadlines(snapshot, placements, next_decision)
+    notes += guard_notes
+    heat = checker.expected_heat(snapshot, placements, grid.starts, demand)
+    return model.Plan(
+        now_s=now,
+        placements=tuple(sorted(placements, key=lambda p: (p.start_s, p.site, p.job_id))),
+        unschedulable=tuple(bad),
+        status=solution.status,
+        solve_seconds=solution.wall_seconds,
+        objective=solution.objective,
+        expected_useful_heat_kwh=heat.useful_kwh,
+        notes=tuple(notes),
+    )
+
+
+def _placements(
+    snapshot: model.Snapshot,
+    grid: planner_grid.Grid,
+    classes: list[job_classes.JobClass],
+    problem: planner_problem.Problem,
+    solution: cpsat.Solution,
+    demand: dict[str, list[float]],
+) -> list[model.Placement]:
+    starts: dict[int, list[tuple[int, str, int]]] = defaultdict(list)
+    for option, count in zip(problem.options, solution.counts, strict=True):
+        if count:
+            site = problem.sites[option.site].name
+            starts[option.job_class].append((option.slot, site, count))
+    reasons = {s.name: _site_reason(snapshot, s, demand[s.name], grid) for s in snapshot.sites}
+    out: list[model.Placement] = []
+    for c, class_starts in starts.items():
+        for job, site, slot in job_classes.assign_jobs(classes[c], class_starts):
+            when = "now" if slot == 0 else "later"
+            out.append(
+                model.Placement(
+                    job_id=job.id,
+                    site=site,
+                    start_s=grid.starts[slot],
+                    reason=f"heat-aware plan, start {when}: {reasons[site]}",
+                )
+            )
+    return out
+
+
+def _site_reason(
+    snapshot: model.Snapshot, site: model.Site, demand_kw: list[float], grid: planner_grid.Grid
+) -> str:
+    state = snapshot.states[site.name]
+    if not state.heat_aware:
+        return f"{site.name} has room (its heat is not counted: {state.reason or 'no metering'})"
+    expected_kwh = sum(d * grid.length_s(k) / 3600.0 for k, d in enumerate(demand_kw))
+    fill = state.tank_energy_kwh / site.tank.capacity_kwh if site.tank.capacity_kwh else 1.0
+    return (
+        f"{site.name} ({site.offtaker.kind.value}) wants {demand_kw[0]:.1f} kW now, "
+        f"{expected_kwh:.0f} kWh over the horizon; tank {fill:.0%} full"
+    )

@@ -1,0 +1,349 @@
+"""The scheduling problem as plain numbers: what the solver module receives.
+
+Built by :mod:`heatshift.planner.heataware` from a Snapshot; knows nothing of
+OR-Tools (PyJobShop's split: problem data apart from the solver). Energies are whole
+Wh, CPU whole milli-cores, memory whole MiB, so every constraint is integral.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from heatshift import model, thermal
+from heatshift.planner import classes as job_classes
+from heatshift.planner import config as planner_config
+from heatshift.planner import grid as planner_grid
+
+RESOURCE_NAMES = ("cpu", "memory", "gpu")
+
+
+def resource_units(resources: model.Resources) -> tuple[int, int, int]:
+    """Milli-cores, MiB, GPUs: integral units, rounded up (never understate use)."""
+    return (
+        math.ceil(resources.cpu * 1000 - 1e-6),
+        math.ceil(resources.memory_gib * 1024 - 1e-6),
+        resources.gpu,
+    )
+
+
+def capacity_units(resources: model.Resources) -> tuple[int, int, int]:
+    """Capacity in the same units, rounded down (never overstate room)."""
+    return (
+        math.floor(resources.cpu * 1000 + 1e-6),
+        math.floor(resources.memory_gib * 1024 + 1e-6),
+        resources.gpu,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSlots:
+    """One site over the grid."""
+
+    name: str
+    free: tuple[tuple[int, int, int], ...]  # per slot: capacity left after running jobs
+    base_heat_wh: tuple[int, ...]  # per slot: recovered heat of idle power + running jobs
+    demand_wh: tuple[int, ...]  # per slot: heat the offtaker would take (0 if not valued)
+    heat_valued: bool  # False: metering is bad, its heat is worth nothing
+    tank_capacity_wh: int
+    tank_initial_wh: int
+    loss_permille: tuple[int, ...]  # per slot: standing loss in 1/1000 of stored energy
+
+
+@dataclass(frozen=True, slots=True)
+class StartOption:
+    """Starting some jobs of a class at a site in a slot: one integer decision."""
+
+    job_class: int
+    site: int
+    slot: int
+    bucket: int  # duration bucket: jobs of one bucket share running-count bookkeeping
+    max_count: int
+    heat_watts: int  # recovered heat per running job, W (see build_problem)
+    delay_hours: float  # from now to the start
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Jobs of similar duration: one started at slot j still runs in slot k iff
+    ``window_start[k] <= j <= k``."""
+
+    duration_s: float
+    window_start: tuple[int, ...]  # per slot k
+    heat_seconds: tuple[int, ...]  # per slot k: seconds of a slot a running job fills
+    last_slot: tuple[int, ...]  # per start slot j: the last slot such a job runs in
+
+
+@dataclass(frozen=True, slots=True)
+class ClassData:
+    count: int
+    units: tuple[int, int, int]
+    priority: int
+    must_start_in_horizon: bool  # its deadline lies inside the horizon
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    grid: planner_grid.Grid
+    classes: tuple[ClassData, ...]
+    sites: tuple[SiteSlots, ...]
+    buckets: tuple[Bucket, ...]
+    options: tuple[StartOption, ...]
+    binding: tuple[tuple[bool, bool, bool], ...]  # per site: may cpu/memory/gpu run out?
+    useful_heat_weight: float  # per kWh
+    dumped_heat_weight: float  # per kWh
+    stored_heat_weight: float  # per kWh left in tanks at the end
+    delay_weight: float  # per job-hour, times (priority + 1)
+    late_penalty: float  # per job not started by its deadline
+
+
+# Start slots offered after a class's release slot: dense near now, sparse far out. The
+# plan is remade every step, so far-out starts only need to be roughly right.
+_START_OFFSETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+
+
+def start_slots(first: int, last: int, stride: int) -> list[int]:
+    """Start slots offered in ``[first, last]``: geometric offsets, thinned by ``stride``."""
+    offsets = _START_OFFSETS[::stride] if stride > 1 else _START_OFFSETS
+    chosen = [first + o for o in offsets if first + o <= last]
+    if chosen[-1] != last:
+        chosen.append(last)
+    return chosen
+
+
+def _bucket(grid: planner_grid.Grid, duration_s: float) -> Bucket:
+    window = []
+    heat = []
+    for k in range(grid.slots):
+        # Started at j, still running at slot k's start iff starts[j] > starts[k] - duration.
+        window.append(grid.first_start_at_or_after(grid.starts[k] - duration_s + 1e-3))
+        heat.append(round(min(duration_s, grid.length_s(k))))
+    last = [max(k for k in range(j, grid.slots) if window[k] <= j) for j in range(grid.slots)]
+    return Bucket(
+        duration_s=duration_s,
+        window_start=tuple(window),
+        heat_seconds=tuple(heat),
+        last_slot=tuple(last),
+    )
+
+
+def earliest_start_counts(p: Problem) -> list[int]:
+    """A feasible starting point for the solver: each class, earliest deadline first,
+    starts as many jobs as fit, as early as they fit, preferring sites with unmet demand.
+
+    Without it CP-SAT spends its first seconds finding any plan without late jobs.
+    """
+    used = [[[0, 0, 0] for _ in range(p.grid.slots)] for _ in p.sites]
+    counts = [0] * len(p.options)
+    by_class: dict[int, list[int]] = {}
+    for i, o in enumerate(p.options):
+        by_class.setdefault(o.job_class, []).append(i)
+    order = sorted(by_class, key=lambda c: (not p.classes[c].must_start_in_horizon, c))
+    for c in order:
+        left = p.classes[c].count
+        units = p.classes[c].units
+        # Options are built site by site in order of unmet demand: keep that preference.
+        for i in sorted(by_class[c], key=lambda i: p.options[i].slot):
+            if left == 0:
+                break
+            o = p.options[i]
+            slots = range(o.slot, p.buckets[o.bucket].last_slot[o.slot] + 1)
+            site_used = used[o.site]
+            free = p.sites[o.site].free
+            room = min(
+                [left]
+                + [
+                    (free[k][r] - site_used[k][r]) // units[r]
+                    for k in slots
+                    for r in range(3)
+                    if units[r]
+                ]
+            )
+            room = min(room, o.max_count)
+            if room <= 0:
+                continue
+            counts[i] = room
+            left -= room
+            for k in slots:
+                for r in range(3):
+                    site_used[k][r] += room * units[r]
+    return counts
+
+
+def slot_demand_kw(
+    site: model.Site, state: model.SiteState, grid: planner_grid.Grid, step_s: float
+) -> list[float]:
+    """Expected offtaker demand per slot: the source's forecast, else our own, capped."""
+    if state.demand_forecast is not None:
+        series = state.demand_forecast
+    else:
+        steps = math.ceil((grid.end_s - grid.now_s) / step_s)
+        series = thermal.forecast_demand(
+            state.demand_history, state.demand_kw, grid.now_s, step_s, steps
+        )
+        # The meter's reading beats any forecast for the slot that starts now.
+        series = series.model_copy(update={"kw": (state.demand_kw, *series.kw[1:])})
+    return [
+        thermal.capped_demand_kw(site, series.mean_over(grid.starts[k], grid.starts[k + 1]))
+        for k in range(grid.slots)
+    ]
+
+
+def build_problem(
+    snapshot: model.Snapshot,
+    grid: planner_grid.Grid,
+    classes: Sequence[job_classes.JobClass],
+    demand_kw: Mapping[str, Sequence[float]],
+    cfg: planner_config.PlannerConfig,
+    site_limit: int | None = None,
+    slot_stride: int = 1,
+) -> Problem:
+    """Numbers for the solver.
+
+    ``site_limit`` keeps only that many candidate sites per class (those with the most
+    unmet demand), ``slot_stride`` > 1 offers only every n-th start slot (plus the
+    release and deadline slots): both shrink a snapshot too large for the budget.
+    """
+    sites = snapshot.sites
+    slots = grid.slots
+    site_slots: list[SiteSlots] = []
+    unmet_wh: list[float] = []
+    for site in sites:
+        state = snapshot.states[site.name]
+        used = [[0, 0, 0] for _ in range(slots)]
+        base_w = [site.power.idle_watts * grid.length_s(k) for k in range(slots)]
+        for job in snapshot.running:
+            if job.site != site.name:
+                continue
+            units = resource_units(job.resources)
+            for k in range(slots):
+                overlap = max(0.0, min(job.end_s, grid.starts[k + 1]) - grid.starts[k])
+                if overlap > 0:
+                    for r in range(3):
+                        used[k][r] += units[r]
+                    base_w[k] += job.power_watts * overlap
+        cap = capacity_units(site.capacity)
+        free = tuple((cap[0] - u[0], cap[1] - u[1], cap[2] - u[2]) for u in used)
+        base_heat = tuple(round(site.heat_recovery_efficiency * ws / 3600.0) for ws in base_w)
+        valued = state.heat_aware
+        demand = tuple(
+            round(demand_kw[site.name][k] * 1000 * grid.length_s(k) / 3600.0) if valued else 0
+            for k in range(slots)
+        )
+        unmet_wh.append(sum(max(0, d - b) for d, b in zip(demand, base_heat, strict=True)))
+        loss = tuple(
+            round(1000 * (1 - (1 - site.tank.loss_per_hour) ** (grid.length_s(k) / 3600.0)))
+            for k in range(slots)
+        )
+        site_slots.append(
+            SiteSlots(
+                name=site.name,
+                free=free,
+                base_heat_wh=base_heat,
+                demand_wh=demand,
+                heat_valued=valued,
+                tank_capacity_wh=round(site.tank.capacity_kwh * 1000),
+                tank_initial_wh=min(
+                    round(state.tank_energy_kwh * 1000), round(site.tank.capacity_kwh * 1000)
+                ),
+                loss_permille=loss,
+            )
+        )
+
+    site_order = sorted(range(len(sites)), key=lambda i: (-unmet_wh[i], sites[i].name))
+    bucket_of: dict[int, int] = {}
+    bucket_duration: dict[int, float] = {}
+    for jc in classes:
+        b = job_classes.duration_bucket(jc.duration_s)
+        bucket_duration[b] = max(bucket_duration.get(b, 0.0), jc.duration_s)
+    bucket_keys = sorted(bucket_duration)
+    buckets = tuple(_bucket(grid, bucket_duration[b]) for b in bucket_keys)
+    for jc in classes:
+        bucket_of[jc.index] = bucket_keys.index(job_classes.duration_bucket(jc.duration_s))
+
+    class_data: list[ClassData] = []
+    options: list[StartOption] = []
+    demand_units = [[0, 0, 0] for _ in sites]  # most each site could be asked for
+    max_job_heat_wh = 1.0
+    for jc in classes:
+        units = resource_units(jc.resources)
+        class_data.append(
+            ClassData(
+                count=jc.count,
+                units=units,
+                priority=jc.priority,
+                must_start_in_horizon=jc.deadline_slot < slots,
+            )
+        )
+        first = jc.release_slot
+        if first >= slots:
+            continue
+        last = max(min(jc.deadline_slot, slots - 1), first)  # already late: start asap
+        candidates = [
+            i
+            for i in site_order
+            if (jc.allowed_sites is None or sites[i].name in jc.allowed_sites)
+            and jc.resources.fits_within(sites[i].capacity)
+        ]
+        if site_limit is not None:
+            candidates = candidates[:site_limit]
+        b = bucket_of[jc.index]
+        bucket = buckets[b]
+        for i in candidates:
+            site = sites[i]
+            for r in range(3):
+                demand_units[i][r] += units[r] * jc.count
+            watts = site.job_watts(jc.resources, jc.power_watts)
+            true_ws = watts * jc.mean_duration_s
+            max_job_heat_wh = max(max_job_heat_wh, site.heat_recovery_efficiency * true_ws / 3600)
+            for k in start_slots(first, last, slot_stride):
+                bound = min(
+                    [jc.count]
+                    + [max(site_slots[i].free[k][r], 0) // units[r] for r in range(3) if units[r]]
+                )
+                if bound <= 0:
+                    continue
+                # The model counts a running job's heat in whole slots; scale its power so
+                # the energy it is credited with equals its expected energy.
+                counted_s = sum(
+                    bucket.heat_seconds[k2]
+                    for k2 in range(k, slots)
+                    if bucket.window_start[k2] <= k
+                )
+                scale = min(true_ws / (watts * counted_s), 1.0) if watts and counted_s else 1.0
+                options.append(
+                    StartOption(
+                        job_class=jc.index,
+                        site=i,
+                        slot=k,
+                        bucket=b,
+                        max_count=bound,
+                        heat_watts=round(site.heat_recovery_efficiency * watts * scale),
+                        delay_hours=(grid.starts[k] - grid.now_s) / 3600.0,
+                    )
+                )
+    binding = tuple(
+        tuple(
+            demand_units[i][r] > min((f[r] for f in site_slots[i].free), default=0)
+            for r in range(3)
+        )
+        for i in range(len(sites))
+    )
+    horizon_h = (grid.end_s - grid.now_s) / 3600.0
+    late_penalty = 10.0 * (
+        cfg.useful_heat_weight * max_job_heat_wh / 1000.0 + cfg.delay_weight * 11 * horizon_h
+    )
+    return Problem(
+        grid=grid,
+        classes=tuple(class_data),
+        sites=tuple(site_slots),
+        buckets=buckets,
+        options=tuple(options),
+        binding=binding,  # type: ignore[arg-type]
+        useful_heat_weight=cfg.useful_heat_weight,
+        dumped_heat_weight=cfg.dumped_heat_weight,
+        stored_heat_weight=cfg.stored_heat_weight,
+        delay_weight=cfg.delay_weight,
+        late_penalty=late_penalty,
+    )

@@ -1,0 +1,97 @@
+"""Fluent-ish builders for test objects (the Kueue wrappers idea): readable tests."""
+
+from __future__ import annotations
+
+from heatshift import model
+
+HOUR = 3600.0
+
+
+def site(
+    name: str,
+    *,
+    cpu: float = 64,
+    memory_gib: float = 256,
+    gpu: int = 8,
+    idle_watts: float = 300,
+    watts_per_gpu: float = 500,
+    watts_per_cpu: float = 8,
+    efficiency: float = 0.85,
+    tank_kwh: float = 40,
+    loss_per_hour: float = 0.01,
+    max_thermal_kw: float = 60,
+    kind: model.OfftakerKind = model.OfftakerKind.POOL,
+) -> model.Site:
+    return model.Site(
+        name=name,
+        capacity=model.Resources(cpu=cpu, memory_gib=memory_gib, gpu=gpu),
+        power=model.PowerModel(
+            idle_watts=idle_watts, watts_per_gpu=watts_per_gpu, watts_per_cpu=watts_per_cpu
+        ),
+        heat_recovery_efficiency=efficiency,
+        tank=model.Tank(capacity_kwh=tank_kwh, loss_per_hour=loss_per_hour),
+        offtaker=model.Offtaker(kind=kind, max_thermal_kw=max_thermal_kw),
+    )
+
+
+def state(
+    name: str,
+    *,
+    demand_kw: float = 0.0,
+    tank_kwh: float = 0.0,
+    forecast: list[float] | None = None,
+    forecast_step_s: float = 900.0,
+    now_s: float = 0.0,
+    heat_aware: bool = True,
+) -> model.SiteState:
+    return model.SiteState(
+        site=name,
+        tank_energy_kwh=tank_kwh,
+        demand_kw=demand_kw,
+        demand_forecast=None
+        if forecast is None
+        else model.DemandSeries(start_s=now_s, step_s=forecast_step_s, kw=tuple(forecast)),
+        heat_aware=heat_aware,
+        reason="" if heat_aware else "metering down",
+    )
+
+
+def job(
+    job_id: str,
+    *,
+    gpu: int = 1,
+    cpu: float = 4,
+    memory_gib: float = 16,
+    hours: float = 1.0,
+    release_s: float = 0.0,
+    deadline_h: float = 6.0,
+    sites: set[str] | None = None,
+    priority: int = 1,
+    power_watts: float | None = None,
+) -> model.JobRequest:
+    return model.JobRequest(
+        id=job_id,
+        resources=model.Resources(cpu=cpu, memory_gib=memory_gib, gpu=gpu),
+        duration_s=hours * HOUR,
+        release_s=release_s,
+        deadline_s=release_s + deadline_h * HOUR,
+        allowed_sites=None if sites is None else frozenset(sites),
+        priority=priority,
+        power_watts=power_watts,
+    )
+
+
+def snapshot(
+    sites: list[model.Site],
+    states: list[model.SiteState],
+    pending: list[model.JobRequest],
+    running: list[model.RunningJob] | None = None,
+    now_s: float = 0.0,
+) -> model.Snapshot:
+    return model.Snapshot(
+        now_s=now_s,
+        sites=tuple(sites),
+        states={s.site: s for s in states},
+        pending=tuple(pending),
+        running=tuple(running or ()),
+    )

@@ -1,0 +1,232 @@
+"""The planner's invariants and heat-aware behaviour.
+
+Every plan goes through the solver-independent checker. Property tests (hypothesis)
+draw random fleets: capacity is never exceeded, no job whose deadline could be met is
+late, every urgent job starts now, plans are deterministic.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from heatshift import model
+from heatshift.planner import checker, heataware, policies
+from heatshift.planner.config import PlannerConfig
+
+import builders as b
+
+FAST = PlannerConfig(time_limit_s=1.0)
+STEP = FAST.step_s
+
+
+@st.composite
+def fleets(draw: st.DrawFn, ample: bool = False) -> model.Snapshot:
+    """A random fleet; with ``ample`` every site can hold every job at once."""
+    n_sites = draw(st.integers(1, 3))
+    n_jobs = draw(st.integers(0, 14))
+    gpus = 8 * n_jobs + 2 if ample else draw(st.integers(2, 16))
+    sites = [
+        b.site(
+            f"s{i}",
+            gpu=gpus,
+            cpu=8 * max(n_jobs, 4),
+            memory_gib=32 * max(n_jobs, 4),
+            tank_kwh=draw(st.sampled_from([0.0, 20.0, 80.0])),
+        )
+        for i in range(n_sites)
+    ]
+    states = [
+        b.state(
+            s.name,
+            demand_kw=draw(st.floats(0, 60)),
+            tank_kwh=draw(st.floats(0, 1)) * s.tank.capacity_kwh,
+            forecast=draw(st.lists(st.floats(0, 60), min_size=1, max_size=96)),
+            heat_aware=draw(st.booleans()) or True,
+        )
+        for s in sites
+    ]
+    pending = []
+    for j in range(n_jobs):
+        allowed = draw(st.sampled_from([None, {"s0"}, {"s0", "s1"}]))
+        pending.append(
+            b.job(
+                f"j{j}",
+                gpu=draw(st.sampled_from([0, 1, 2, 4, 8])),
+                cpu=draw(st.sampled_from([1, 4, 8])),
+                hours=draw(st.sampled_from([0.1, 0.5, 1, 3, 8, 30])),
+                deadline_h=draw(st.sampled_from([0.05, 0.5, 2, 6, 20, 40])),
+                release_s=-draw(st.sampled_from([0, 600, 3600])),
+                sites=allowed,
+                priority=draw(st.integers(0, 3)),
+            )
+        )
+    running = [
+        model.RunningJob(
+            id=f"r{i}",
+            site=sites[i % n_sites].name,
+            resources=model.Resources(cpu=1, memory_gib=4, gpu=1),
+            power_watts=400,
+            end_s=draw(st.sampled_from([900.0, 7200.0, 90000.0])),
+        )
+        for i in range(draw(st.integers(0, 2)))
+    ]
+    return b.snapshot(sites, states, pending, running)
+
+
+def avoidable_lates(snapshot: model.Snapshot, plan: model.Plan) -> list[checker.Violation]:
+    """Late starts of jobs whose deadline had not passed yet at planning time."""
+    deadlines = {j.id: j.deadline_s for j in snapshot.pending}
+    return [
+        v
+        for v in checker.check_plan(snapshot, plan)
+        if v.kind == "late" and deadlines[v.job_id] >= snapshot.now_s
+    ]
+
+
+def assert_sound(snapshot: model.Snapshot, plan: model.Plan, allow_late: bool) -> None:
+    violations = checker.check_plan(snapshot, plan)
+    hard = [v for v in violations if v.kind != "late"]
+    assert not hard, hard
+    if not allow_late:
+        assert not avoidable_lates(snapshot, plan)
+    placed = {p.job_id for p in plan.placements}
+    unschedulable = {u.job_id for u in plan.unschedulable}
+    assert not placed & unschedulable
+    now_ids = {p.job_id for p in plan.starting_before(snapshot.now_s + STEP)}
+    for job in snapshot.pending:
+        if job.id in unschedulable:
+            continue
+        if job.deadline_s < snapshot.now_s + STEP and not allow_late:
+            assert job.id in now_ids, f"{job.id} must start now"
+
+
+@settings(max_examples=25)
+@given(fleets())
+def test_capacity_and_allowed_sites_always_hold(snapshot: model.Snapshot) -> None:
+    for name in policies.POLICY_NAMES:
+        plan = policies.make_policy(name, FAST).decide(snapshot)
+        assert_sound(snapshot, plan, allow_late=True)
+
+
+@settings(max_examples=25)
+@given(fleets(ample=True))
+def test_no_deadline_is_missed_when_capacity_allows(snapshot: model.Snapshot) -> None:
+    for name in policies.POLICY_NAMES:
+        plan = policies.make_policy(name, FAST).decide(snapshot)
+        assert_sound(snapshot, plan, allow_late=False)
+
+
+@settings(max_examples=10)
+@given(fleets())
+def test_plans_are_deterministic_for_a_seed(snapshot: model.Snapshot) -> None:
+    first = heataware.plan(snapshot, FAST)
+    second = heataware.plan(snapshot, FAST)
+    assert first.placements == second.placements
+    assert first.status == second.status
+
+
+def test_jobs_go_where_heat_is_wanted() -> None:
+    sites = [b.site("warm", tank_kwh=0), b.site("cold", tank_kwh=0)]
+    states = [
+        b.state("warm", demand_kw=0.0, forecast=[0.0] * 96),
+        b.state("cold", demand_kw=40.0, forecast=[40.0] * 96),
+    ]
+    jobs = [b.job(f"j{i}", gpu=2, hours=2, deadline_h=1) for i in range(4)]
+    plan = heataware.plan(b.snapshot(sites, states, jobs), FAST)
+    assert_sound(b.snapshot(sites, states, jobs), plan, allow_late=False)
+    assert {p.site for p in plan.placements} == {"cold"}
+    assert plan.expected_useful_heat_kwh > 0
+
+
+def test_a_flexible_job_waits_for_demand_and_an_urgent_one_does_not() -> None:
+    # No demand for the next 4 h, then 30 kW; no tank to bank heat in.
+    forecast = [0.0] * 16 + [30.0] * 80
+    sites = [b.site("office", tank_kwh=0)]
+    states = [b.state("office", demand_kw=0.0, forecast=forecast)]
+    flexible = b.job("flexible", gpu=4, hours=2, deadline_h=10)
+    urgent = b.job("urgent", gpu=4, hours=2, deadline_h=0.1)
+    snapshot = b.snapshot(sites, states, [flexible, urgent])
+    plan = heataware.plan(snapshot, FAST)
+    assert_sound(snapshot, plan, allow_late=False)
+    starts = {p.job_id: p.start_s for p in plan.placements}
+    assert starts["urgent"] == 0.0
+    assert starts.get("flexible", float("inf")) >= 4 * b.HOUR
+    assert not plan.starting_before(STEP) or all(
+        p.job_id == "urgent" for p in plan.starting_before(STEP)
+    )
+
+
+def test_a_site_without_metering_is_worth_no_heat() -> None:
+    sites = [b.site("blind", tank_kwh=0), b.site("metered", tank_kwh=0)]
+    states = [
+        b.state("blind", demand_kw=50.0, forecast=[50.0] * 96, heat_aware=False),
+        b.state("metered", demand_kw=20.0, forecast=[20.0] * 96),
+    ]
+    jobs = [b.job("j", gpu=2, hours=1, deadline_h=0.1)]
+    plan = heataware.plan(b.snapshot(sites, states, jobs), FAST)
+    assert [p.site for p in plan.placements] == ["metered"]
+
+
+def test_deadlines_hold_when_every_site_is_heat_unaware() -> None:
+    sites = [b.site("a"), b.site("b")]
+    states = [b.state(s.name, heat_aware=False) for s in sites]
+    jobs = [b.job(f"j{i}", gpu=4, deadline_h=0.1) for i in range(4)]
+    snapshot = b.snapshot(sites, states, jobs)
+    plan = heataware.plan(snapshot, FAST)
+    assert_sound(snapshot, plan, allow_late=False)
+    assert len(plan.starting_before(STEP)) == 4
+
+
+def test_a_job_that_fits_nowhere_is_reported_not_dropped() -> None:
+    sites = [b.site("small", gpu=4)]
+    states = [b.state("small", demand_kw=10)]
+    jobs = [b.job("huge", gpu=16), b.job("nowhere", sites={"gone"}), b.job("fine")]
+    plan = heataware.plan(b.snapshot(sites, states, jobs), FAST)
+    reasons = {u.job_id: u.reason for u in plan.unschedulable}
+    assert set(reasons) == {"huge", "nowhere"}
+    assert "gpu=16" in reasons["huge"]
+    assert "gone" in reasons["nowhere"]
+
+
+def test_the_deadline_guard_holds_back_a_job_with_slack_to_start_an_urgent_one() -> None:
+    sites = [b.site("only", gpu=4)]
+    states = [b.state("only", demand_kw=30, forecast=[30.0] * 96)]
+    relaxed = b.job("relaxed", gpu=4, deadline_h=10)
+    urgent = b.job("urgent", gpu=4, deadline_h=0.1)
+    snapshot = b.snapshot(sites, states, [relaxed, urgent])
+    wrong = [model.Placement(job_id="relaxed", site="only", start_s=0.0)]
+    from heatshift.planner import greedy
+
+    fixed, notes = greedy.enforce_deadlines(snapshot, wrong, STEP)
+    assert [p.job_id for p in fixed] == ["urgent"]
+    assert notes
+
+
+def test_a_solver_out_of_time_still_gives_a_sound_plan() -> None:
+    sites = [b.site(f"s{i}") for i in range(3)]
+    states = [b.state(s.name, demand_kw=20, forecast=[20.0] * 96) for s in sites]
+    jobs = [b.job(f"j{i}", gpu=1, deadline_h=0.1 if i % 3 == 0 else 8) for i in range(30)]
+    snapshot = b.snapshot(sites, states, jobs)
+    plan = heataware.plan(snapshot, PlannerConfig(time_limit_s=0.001))
+    assert plan.status in {
+        model.SolveStatus.FALLBACK,
+        model.SolveStatus.FEASIBLE,
+        model.SolveStatus.OPTIMAL,
+    }
+    assert_sound(snapshot, plan, allow_late=False)
+
+
+def test_large_snapshots_are_coarsened_to_the_budget() -> None:
+    sites = [b.site(f"s{i}", gpu=64, cpu=512, memory_gib=2048) for i in range(12)]
+    states = [
+        b.state(s.name, demand_kw=10 + i, forecast=[10.0 + i] * 96) for i, s in enumerate(sites)
+    ]
+    jobs = [
+        b.job(f"j{i}", gpu=i % 3, hours=0.5 + i % 7, deadline_h=1 + i % 20, priority=i % 4)
+        for i in range(400)
+    ]
+    snapshot = b.snapshot(sites, states, jobs)
+    plan = heataware.plan(snapshot, PlannerConfig(time_limit_s=2.0, max_start_variables=2000))
+    assert_sound(snapshot, plan, allow_late=False)
+    assert any("classes" in n for n in plan.notes)

@@ -1,0 +1,94 @@
+"""The tank physics: energy is conserved, bounds hold, demand is served first."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from heatshift import model, thermal
+
+energies = st.floats(min_value=0, max_value=500, allow_nan=False)
+
+
+@given(
+    capacity=st.floats(min_value=0, max_value=500),
+    fill=st.floats(min_value=0, max_value=1),
+    loss=st.floats(min_value=0, max_value=0.2),
+    recovered=energies,
+    demand=energies,
+    hours=st.floats(min_value=0.01, max_value=4),
+)
+def test_energy_is_conserved_and_bounded(
+    capacity: float, fill: float, loss: float, recovered: float, demand: float, hours: float
+) -> None:
+    tank = model.Tank(capacity_kwh=capacity, loss_per_hour=loss)
+    before = capacity * fill
+    flows = thermal.exchange_heat(tank, before, recovered, demand, hours)
+    balance = (
+        flows.recovered_kwh
+        - flows.delivered_kwh
+        - flows.dumped_kwh
+        - flows.loss_kwh
+        - (flows.energy_after_kwh - before)
+    )
+    assert math.isclose(balance, 0.0, abs_tol=1e-9)
+    assert 0 <= flows.energy_after_kwh <= capacity + 1e-12
+    assert 0 <= flows.delivered_kwh <= demand + 1e-12
+    assert flows.dumped_kwh >= -1e-12
+    assert flows.loss_kwh >= 0
+
+
+def test_demand_is_served_before_the_tank_is_filled() -> None:
+    tank = model.Tank(capacity_kwh=10, loss_per_hour=0.0)
+    flows = thermal.exchange_heat(tank, 0.0, recovered_kwh=8.0, demand_kwh=5.0, hours=1.0)
+    assert flows.delivered_kwh == 5.0
+    assert flows.energy_after_kwh == 3.0
+    assert flows.dumped_kwh == 0.0
+
+
+def test_a_full_tank_dumps_the_surplus() -> None:
+    tank = model.Tank(capacity_kwh=10, loss_per_hour=0.0)
+    flows = thermal.exchange_heat(tank, 10.0, recovered_kwh=8.0, demand_kwh=2.0, hours=1.0)
+    assert flows.dumped_kwh == pytest.approx(6.0)
+
+
+def test_the_tank_covers_demand_when_compute_is_idle() -> None:
+    tank = model.Tank(capacity_kwh=10, loss_per_hour=0.0)
+    flows = thermal.exchange_heat(tank, 6.0, recovered_kwh=0.0, demand_kwh=4.0, hours=1.0)
+    assert flows.delivered_kwh == 4.0
+    assert flows.energy_after_kwh == 2.0
+
+
+def test_standing_loss_compounds_per_hour() -> None:
+    tank = model.Tank(capacity_kwh=100, loss_per_hour=0.1)
+    assert thermal.standing_loss_kwh(tank, 100.0, 2.0) == pytest.approx(19.0)
+
+
+def test_forecast_repeats_yesterday_and_never_sees_the_future() -> None:
+    day = 86400.0
+    # Two days of history: 10 kW in the first 12 h of each day, 0 after.
+    kw = tuple(10.0 if (i * 3600 % day) < day / 2 else 0.0 for i in range(48))
+    history = model.DemandSeries(start_s=0.0, step_s=3600.0, kw=kw)
+    forecast = thermal.forecast_demand(history, 3.0, start_s=2 * day, step_s=3600.0, steps=24)
+    assert forecast.kw[:12] == (10.0,) * 12
+    assert forecast.kw[12:] == (0.0,) * 12
+    # A history that runs into the future is not used beyond the present.
+    leaky = model.DemandSeries(start_s=0.0, step_s=3600.0, kw=(99.0,) * 200)
+    assert thermal.forecast_demand(leaky, 3.0, start_s=0.0, step_s=3600.0, steps=4).kw == (3.0,) * 4
+
+
+def test_demand_is_capped_at_the_offtaker_rating() -> None:
+    site = model.Site(
+        name="a",
+        capacity=model.Resources(),
+        power=model.PowerModel(),
+        heat_recovery_efficiency=0.9,
+        tank=model.Tank(capacity_kwh=1),
+        offtaker=model.Offtaker(kind=model.OfftakerKind.OFFICE, max_thermal_kw=20),
+    )
+    assert thermal.capped_demand_kw(site, 35.0) == 20.0
+    assert thermal.capped_demand_kw(site, float("nan")) == 0.0
+    assert thermal.capped_demand_kw(site, -3.0) == 0.0
