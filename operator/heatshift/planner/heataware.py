@@ -40,15 +40,20 @@ def _option_count(
     slots: int,
     stride: int,
     site_limit: int | None,
+    eligible: dict[tuple[model.Resources, frozenset[str] | None], int],
 ) -> int:
+    """How many start options the problem would have (``eligible`` memoises site counts)."""
     total = 0
     for jc in classes:
-        n_sites = sum(
-            1
-            for s in snapshot.sites
-            if (jc.allowed_sites is None or s.name in jc.allowed_sites)
-            and jc.resources.fits_within(s.capacity)
-        )
+        key = (jc.resources, jc.allowed_sites)
+        n_sites = eligible.get(key, -1)
+        if n_sites < 0:
+            n_sites = eligible[key] = sum(
+                1
+                for s in snapshot.sites
+                if (jc.allowed_sites is None or s.name in jc.allowed_sites)
+                and jc.resources.fits_within(s.capacity)
+            )
         if site_limit is not None:
             n_sites = min(n_sites, site_limit)
         first = jc.release_slot
@@ -81,12 +86,11 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
     notes: list[str] = []
     classes: list[job_classes.JobClass] = []
     stride, site_limit = 1, None
+    eligible: dict[tuple[model.Resources, frozenset[str] | None], int] = {}
     for granularity, stride, site_limit in _COARSENING:
         classes = job_classes.build_classes(jobs, grid, granularity)
-        if (
-            _option_count(classes, snapshot, grid.slots, stride, site_limit)
-            <= cfg.max_start_variables
-        ):
+        options = _option_count(classes, snapshot, grid.slots, stride, site_limit, eligible)
+        if options <= cfg.max_start_variables:
             break
     if (stride, site_limit) != (1, None) or len(classes) < len(jobs) // 2:
         notes.append(

@@ -286,8 +286,11 @@ def build_problem(
             if (jc.allowed_sites is None or sites[i].name in jc.allowed_sites)
             and jc.resources.fits_within(sites[i].capacity)
         ]
-        if site_limit is not None:
-            candidates = candidates[:site_limit]
+        if site_limit is not None and len(candidates) > site_limit:
+            # Spread classes over the sites (ranked by unmet demand) so that, together,
+            # they can still use the whole fleet's capacity.
+            offset = (jc.index * site_limit) % len(candidates)
+            candidates = [candidates[(offset + j) % len(candidates)] for j in range(site_limit)]
         b = bucket_of[jc.index]
         bucket = buckets[b]
         for i in candidates:
