@@ -5,12 +5,13 @@ deadline slot, allowed sites and priority are interchangeable to the model: the
 solver decides how many of a class start at each (site, slot), and
 :func:`assign_jobs` then hands out concrete jobs earliest-deadline-first. A class is
 always conservative for its members: its duration is the longest member's (for
-capacity) and its deadline slot the earliest member's.
+capacity), its deadline slot the earliest member's and its shape at least theirs.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,49 +55,81 @@ def duration_bucket(duration_s: float) -> int:
     return bisect.bisect_left(_DURATION_EDGES_S, duration_s)
 
 
+COARSEST_LEVEL = 3
+
+
+def _round_up_pow2(value: float) -> float:
+    if value <= 0:
+        return 0.0
+    return float(2 ** math.ceil(math.log2(value) - 1e-9))
+
+
+def class_shape(resources: model.Resources, level: int) -> model.Resources:
+    """The shape a job counts as at ``level``: exact, or (level >= 2) CPU and memory
+    rounded up to a power of two, so a class never understates what it needs."""
+    if level < 2:
+        return resources
+    return model.Resources(
+        cpu=_round_up_pow2(resources.cpu),
+        memory_gib=_round_up_pow2(resources.memory_gib),
+        gpu=resources.gpu,
+    )
+
+
 def build_classes(
     jobs: Sequence[model.JobRequest],
     grid: planner_grid.Grid,
-    deadline_granularity: int = 1,
+    level: int = 0,
 ) -> list[JobClass]:
-    """Group ``jobs`` into classes on ``grid``.
+    """Group ``jobs`` into classes on ``grid``, exactly (``level`` 0) or coarser.
 
-    ``deadline_granularity`` > 1 rounds deadline slots down to multiples of it (earlier:
-    still safe), which merges classes when a snapshot is too large for the budget.
+    Each level merges more, always conservatively: 1 rounds deadline slots down to
+    even slots; 2 also rounds them to fours, merges priorities (the class takes the
+    highest) and rounds shapes up; 3 rounds deadlines to eights and merges neighbouring
+    duration buckets (the class takes the longest duration).
     """
+    granularity = 2**level
     groups: dict[_ClassKey, list[model.JobRequest]] = defaultdict(list)
+    shapes: dict[model.Resources, model.Resources] = {}
     for job in jobs:
         release_slot = grid.first_start_at_or_after(max(job.release_s, grid.now_s))
         deadline_slot = grid.last_start_at_or_before(job.deadline_s)
-        if deadline_granularity > 1 and deadline_slot > 0:
-            deadline_slot -= deadline_slot % deadline_granularity
-        power_key = None if job.power_watts is None else round(job.power_watts, -1)
+        if granularity > 1 and deadline_slot > 0:
+            deadline_slot -= deadline_slot % granularity
+        shape = shapes.get(job.resources)
+        if shape is None:
+            shape = shapes[job.resources] = class_shape(job.resources, level)
+        power_key = None
+        if job.power_watts is not None:
+            power_key = round(job.power_watts, -1 if level < 2 else -2)
+        bucket = duration_bucket(job.duration_s)
         key = (
-            job.resources.as_tuple(),
+            shape.as_tuple(),
             power_key,
-            duration_bucket(job.duration_s),
+            bucket // 2 if level >= COARSEST_LEVEL else bucket,
             release_slot,
             deadline_slot,
             job.allowed_sites,
-            job.priority,
+            job.priority if level < 2 else 0,
         )
         groups[key].append(job)
     classes: list[JobClass] = []
     for key, members in sorted(groups.items(), key=lambda kv: _sort_key(kv[1])):
-        members.sort(key=lambda j: (j.deadline_s, j.release_s, j.id))
+        members.sort(key=lambda j: (j.deadline_s, -j.priority, j.release_s, j.id))
         release_slot, deadline_slot = key[3], key[4]
         explicit = [j.power_watts for j in members if j.power_watts is not None]
+        shape_cpu, shape_memory, shape_gpu = key[0]
         classes.append(
             JobClass(
                 index=len(classes),
-                resources=members[0].resources,
+                resources=model.Resources(cpu=shape_cpu, memory_gib=shape_memory, gpu=shape_gpu),
                 power_watts=sum(explicit) / len(explicit) if explicit else None,
                 duration_s=max(j.duration_s for j in members),
                 mean_duration_s=sum(j.duration_s for j in members) / len(members),
                 release_slot=release_slot,
                 deadline_slot=deadline_slot,
                 allowed_sites=members[0].allowed_sites,
-                priority=members[0].priority,
+                priority=max(j.priority for j in members),
                 jobs=tuple(members),
             )
         )

@@ -36,7 +36,6 @@ class Solution:
     counts: tuple[int, ...]  # per option; empty when no solution was found
     objective: float | None
     useful_heat_wh: int
-    dumped_heat_wh: int
     wall_seconds: float
     detail: str  # the solver's own words, for logs
 
@@ -55,8 +54,6 @@ _STATUS = {
 @dataclass(slots=True)
 class _HeatVars:
     delivered: list[cp_model.IntVar]
-    dumped: list[cp_model.IntVar]
-    loss: list[cp_model.IntVar]
     final_energy: cp_model.IntVar | None
 
 
@@ -88,43 +85,69 @@ def _class_counts(
     return late, deferred
 
 
-def _cumulative(
+def _running(
     m: cp_model.CpModel,
     p: planner_problem.Problem,
     x: list[cp_model.IntVar],
     option_ids: list[int],
+    bucket: planner_problem.Bucket,
     weight: Callable[[planner_problem.StartOption], int],
     name: str,
     hint: list[int],
 ) -> tuple[list[_Expr], list[int]]:
-    """Per slot k: the weighted number of these options' jobs started at slots <= k
-    (as model expressions, and their values under ``hint``)."""
+    """Per slot k: the weighted number of these options' jobs still running in slot k
+    (started in ``[window_start[k], k]``), as model expressions and as values under
+    ``hint``.
+
+    Short windows are summed directly; long ones (long jobs on a fine grid) go through
+    cumulative start counters, so each slot costs two terms however long the jobs run.
+    """
     by_slot: dict[int, list[int]] = defaultdict(list)
     for i in option_ids:
         if weight(p.options[i]):
             by_slot[p.options[i].slot].append(i)
+    slots = range(p.grid.slots)
+
+    def started(k: int) -> tuple[_Expr, int]:
+        ids = by_slot.get(k, [])
+        return (
+            sum(x[i] * weight(p.options[i]) for i in ids),
+            sum(hint[i] * weight(p.options[i]) for i in ids),
+        )
+
+    direct_terms = sum(
+        len(by_slot.get(j, ())) for k in slots for j in range(bucket.window_start[k], k + 1)
+    )
+    if direct_terms <= 3 * sum(len(v) for v in by_slot.values()):
+        exprs: list[_Expr] = []
+        values: list[int] = []
+        for k in slots:
+            parts = [started(j) for j in range(bucket.window_start[k], k + 1) if j in by_slot]
+            exprs.append(sum(e for e, _ in parts))
+            values.append(sum(v for _, v in parts))
+        return exprs, values
+
     cum: list[_Expr] = []
-    values: list[int] = []
+    cum_values: list[int] = []
     previous: _Expr = 0
     value = 0
     bound = 0
-    for k in range(p.grid.slots):
-        started = by_slot.get(k)
-        if started:
-            bound += sum(p.options[i].max_count * weight(p.options[i]) for i in started)
-            value += sum(hint[i] * weight(p.options[i]) for i in started)
+    for k in slots:
+        if k in by_slot:
+            expr, started_value = started(k)
+            bound += sum(p.options[i].max_count * weight(p.options[i]) for i in by_slot[k])
+            value += started_value
             var = _hinted(m, 0, bound, f"{name}_{k}", value)
-            m.add(var == previous + sum(x[i] * weight(p.options[i]) for i in started))
+            m.add(var == previous + expr)
             previous = var
         cum.append(previous)
-        values.append(value)
-    return cum, values
+        cum_values.append(value)
 
+    def window(seq: list[_T], k: int) -> _T:
+        first = bucket.window_start[k]
+        return seq[k] - seq[first - 1] if first > 0 else seq[k]
 
-def _running(cum: list[_T], bucket: planner_problem.Bucket, k: int) -> _T:
-    """Jobs still running in slot k: started in ``[window_start[k], k]``."""
-    first = bucket.window_start[k]
-    return cum[k] - cum[first - 1] if first > 0 else cum[k]
+    return [window(cum, k) for k in slots], [window(cum_values, k) for k in slots]
 
 
 def _site_buckets(p: planner_problem.Problem) -> dict[tuple[int, int], list[int]]:
@@ -146,16 +169,13 @@ def _capacity(
         for r in range(3):
             if not p.binding[s][r]:
                 continue  # cannot run out even if every candidate job came here
-            per_bucket = [
-                (p.buckets[b], _cumulative(m, p, x, ids, _units(p, r), f"c{s}_{b}_{r}", hint)[0])
+            running = [
+                _running(m, p, x, ids, p.buckets[b], _units(p, r), f"c{s}_{b}_{r}", hint)[0]
                 for (site_index, b), ids in groups.items()
                 if site_index == s
             ]
             for k in range(p.grid.slots):
-                m.add(
-                    sum(_running(cum, bucket, k) for bucket, cum in per_bucket)
-                    <= max(site.free[k][r], 0)
-                )
+                m.add(sum(exprs[k] for exprs in running) <= max(site.free[k][r], 0))
 
 
 def _units(p: planner_problem.Problem, r: int) -> Callable[[planner_problem.StartOption], int]:
@@ -175,50 +195,44 @@ def _heat_balance(
 ) -> _HeatVars:
     """Tank energy balance per valued site and slot (DESIGN.md, "The physics").
 
-    In joules, so whole-Wh energies and whole-second heat coefficients stay integral;
-    ``rounding`` absorbs the sub-Wh remainder of each slot. Every variable is hinted
-    with the hint plan played out the way :func:`heatshift.thermal.exchange_heat` does
-    (serve demand, fill the tank, dump the rest).
+    In joules, so whole-Wh energies and whole-second heat coefficients stay integral.
+    The balance is an inequality: whatever is neither delivered nor kept is dumped, so
+    dumped heat needs no variables (the objective counts it as produced - delivered -
+    stored). Every variable is hinted with the hint plan played out the way
+    :func:`heatshift.thermal.exchange_heat` does (serve demand, fill the tank, dump).
     """
-    heat = _HeatVars(delivered=[], dumped=[], loss=[], final_energy=None)
+    heat = _HeatVars(delivered=[], final_energy=None)
     finals: list[cp_model.IntVar] = []
     final_hint = 0
     for s, site in enumerate(p.sites):
         if not site.heat_valued:
             continue
         per_bucket = []
-        most_watts = 0
         for (site_index, b), ids in groups.items():
-            if site_index != s:
-                continue
-            cum, values = _cumulative(m, p, x, ids, _heat_watts, f"w{s}_{b}", hint)
-            per_bucket.append((p.buckets[b], cum, values))
-            most_watts += sum(p.options[i].max_count * p.options[i].heat_watts for i in ids)
+            if site_index == s:
+                bucket = p.buckets[b]
+                per_bucket.append(
+                    (bucket, *_running(m, p, x, ids, bucket, _heat_watts, f"w{s}_{b}", hint))
+                )
         cap = site.tank_capacity_wh
         energy: _Expr = site.tank_initial_wh
         energy_hint = site.tank_initial_wh
         for k in range(p.grid.slots):
-            most_q = site.base_heat_wh[k] + int(most_watts * p.grid.length_s(k) / 3600) + 1
-            made_j = sum(b.heat_seconds[k] * _running(v, b, k) for b, _, v in per_bucket)
+            made_j = sum(b.heat_seconds[k] * v[k] for b, _, v in per_bucket)
             loss_hint = -(-site.loss_permille[k] * energy_hint // 1000)
             joules = 3600 * (energy_hint - loss_hint + site.base_heat_wh[k]) + made_j
             delivered_hint = min(site.demand_wh[k], joules // 3600)
-            rest = joules - 3600 * delivered_hint
-            after_hint = min(cap, rest // 3600)
+            after_hint = min(cap, joules // 3600 - delivered_hint)
             delivered = _hinted(m, 0, site.demand_wh[k], f"h{s}_{k}", delivered_hint)
-            dumped = _hinted(m, 0, most_q + cap, f"d{s}_{k}", rest // 3600 - after_hint)
             loss = _hinted(m, 0, cap, f"l{s}_{k}", loss_hint)
             after = _hinted(m, 0, cap, f"e{s}_{k + 1}", after_hint)
-            rounding = _hinted(m, 0, 3599, f"r{s}_{k}", rest % 3600)
             m.add(1000 * loss >= site.loss_permille[k] * energy)
             m.add(
-                3600 * after + rounding
-                == 3600 * (energy - loss + site.base_heat_wh[k] - delivered - dumped)
-                + sum(b.heat_seconds[k] * _running(cum, b, k) for b, cum, _ in per_bucket)
+                3600 * after
+                <= 3600 * (energy - loss + site.base_heat_wh[k] - delivered)
+                + sum(b.heat_seconds[k] * e[k] for b, e, _ in per_bucket)
             )
             heat.delivered.append(delivered)
-            heat.dumped.append(dumped)
-            heat.loss.append(loss)
             energy, energy_hint = after, after_hint
         assert isinstance(energy, cp_model.IntVar)
         finals.append(energy)
@@ -228,6 +242,13 @@ def _heat_balance(
         m.add(total == sum(finals))
         heat.final_energy = total
     return heat
+
+
+def _produced_wh(p: planner_problem.Problem, o: planner_problem.StartOption) -> float:
+    """Heat one job of option ``o`` recovers inside the horizon, Wh."""
+    bucket = p.buckets[o.bucket]
+    seconds = sum(bucket.heat_seconds[k] for k in range(o.slot, bucket.last_slot[o.slot] + 1))
+    return o.heat_watts * seconds / 3600.0
 
 
 def _objective(
@@ -242,13 +263,17 @@ def _objective(
     per_wh = 1.0 / 1000.0
     horizon_h = (p.grid.end_s - p.grid.now_s) / 3600.0
     terms: list[_Expr] = []
-    terms += [p.useful_heat_weight * per_wh * h for h in heat.delivered]
-    terms += [-p.dumped_heat_weight * per_wh * d for d in heat.dumped]
-    terms += [-p.dumped_heat_weight * per_wh * loss for loss in heat.loss]
+    # Dumped (or lost) = produced - delivered - (final - initial tank energy), so its
+    # cost is spread over the three: produced heat costs, delivered and kept heat earn.
+    dumped_w = p.dumped_heat_weight * per_wh
+    terms += [(p.useful_heat_weight * per_wh + dumped_w) * h for h in heat.delivered]
     if heat.final_energy is not None:
-        terms.append(p.stored_heat_weight * per_wh * heat.final_energy)
+        terms.append((p.stored_heat_weight * per_wh + dumped_w) * heat.final_energy)
+    valued = [site.heat_valued for site in p.sites]
     for o, var in zip(p.options, x, strict=True):
         weight = p.delay_weight * (p.classes[o.job_class].priority + 1) * o.delay_hours
+        if valued[o.site]:
+            weight += dumped_w * _produced_wh(p, o)
         if weight:
             terms.append(-weight * var)
     deferred_classes = [c for c, d in enumerate(p.classes) if not d.must_start_in_horizon]
@@ -274,7 +299,11 @@ def solve(
     seed: int,
     gap_limit: float = 0.005,
 ) -> Solution:
-    """Build and solve the model; no solution in time gives status FALLBACK, no counts."""
+    """Build and solve the model.
+
+    When the solver finds no plan in time the result has status FALLBACK and the counts
+    of the earliest-start plan (:func:`planner_problem.earliest_start_counts`).
+    """
     started = time.perf_counter()
     m = cp_model.CpModel()
     # CP-SAT left alone spends seconds finding any plan without late jobs; start it
@@ -301,12 +330,13 @@ def solve(
     code = solver.solve(m)
     status = _STATUS.get(code)
     if status is None:
+        # Nothing better in time: the earliest-start plan the search began from is
+        # feasible by construction, so it is the fallback.
         return Solution(
             status=model.SolveStatus.FALLBACK,
-            counts=(),
+            counts=tuple(hint),
             objective=None,
             useful_heat_wh=0,
-            dumped_heat_wh=0,
             wall_seconds=time.perf_counter() - started,
             detail=solver.status_name(code),
         )
@@ -315,7 +345,6 @@ def solve(
         counts=tuple(int(solver.value(v)) for v in x),
         objective=float(solver.objective_value),
         useful_heat_wh=int(sum(solver.value(h) for h in heat.delivered)),
-        dumped_heat_wh=int(sum(solver.value(d) for d in heat.dumped)),
         wall_seconds=time.perf_counter() - started,
         detail=solver.status_name(code),
     )

@@ -11,6 +11,7 @@ solver finds nothing in time). Called by the ``heatshift``/``oracle`` policies.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 from heatshift import model
 from heatshift.planner import checker, cpsat, greedy
@@ -19,19 +20,47 @@ from heatshift.planner import config as planner_config
 from heatshift.planner import grid as planner_grid
 from heatshift.planner import problem as planner_problem
 
-# Ways to shrink a snapshot that is over the variable budget, gentlest first:
-# (deadline slot granularity, start slot stride, candidate sites per class).
-_COARSENING: tuple[tuple[int, int, int | None], ...] = (
-    (1, 1, None),
-    (2, 1, None),
-    (4, 2, None),
-    (4, 2, 16),
-    (8, 4, 8),
-    (8, 4, 4),
-    (12, 6, 3),
-    (24, 12, 2),
-    (48, 24, 1),
+HOUR = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Coarsening:
+    """One way to shrink a snapshot that is over the variable budget."""
+
+    class_level: int  # see classes.build_classes
+    start_stride: int  # offer every n-th geometric start offset
+    site_limit: int | None  # candidate sites per class
+    fine_span_s: float | None = None  # grid: shorter fine part ...
+    coarse_step_s: float | None = None  # ... and longer slots beyond it
+
+
+# Gentlest first: merge classes, thin start slots, coarsen the grid, and only then
+# offer each class fewer sites.
+_LADDER: tuple[_Coarsening, ...] = (
+    _Coarsening(0, 1, None),
+    _Coarsening(1, 1, None),
+    _Coarsening(2, 2, None),
+    _Coarsening(3, 2, None, 2 * HOUR, 2 * HOUR),
+    _Coarsening(3, 4, None, 1 * HOUR, 3 * HOUR),
+    _Coarsening(3, 4, 8, 1 * HOUR, 3 * HOUR),
+    _Coarsening(3, 8, 4, 1 * HOUR, 4 * HOUR),
+    _Coarsening(3, 8, 2, 1 * HOUR, 6 * HOUR),
+    _Coarsening(3, 16, 1, 1 * HOUR, 6 * HOUR),
 )
+
+
+def _grid_for(
+    now: float, cfg: planner_config.PlannerConfig, level: _Coarsening
+) -> planner_grid.Grid:
+    if level.fine_span_s is None or level.coarse_step_s is None:
+        return planner_grid.build_grid(now, cfg)
+    coarser = cfg.model_copy(
+        update={
+            "fine_span_s": min(cfg.fine_span_s, level.fine_span_s),
+            "coarse_step_s": max(cfg.coarse_step_s, level.coarse_step_s),
+        }
+    )
+    return planner_grid.build_grid(now, coarser)
 
 
 def _option_count(
@@ -56,10 +85,9 @@ def _option_count(
             )
         if site_limit is not None:
             n_sites = min(n_sites, site_limit)
-        first = jc.release_slot
-        last = max(min(jc.deadline_slot, slots - 1), first)
-        if first < slots:
-            total += n_sites * ((last - first) // stride + 2)
+        if jc.release_slot < slots:
+            last = max(min(jc.deadline_slot, slots - 1), jc.release_slot)
+            total += n_sites * len(planner_problem.start_slots(jc.release_slot, last, stride))
     return total
 
 
@@ -67,12 +95,39 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
     """The heat-aware plan for ``snapshot``."""
     now = snapshot.now_s
     next_decision = now + cfg.step_s
-    grid = planner_grid.build_grid(now, cfg)
+    jobs, bad = greedy.unschedulable(snapshot)
+    notes: list[str] = []
+    eligible: dict[tuple[model.Resources, frozenset[str] | None], int] = {}
+
+    def sized(i: int) -> tuple[planner_grid.Grid, list[job_classes.JobClass], int]:
+        level = _LADDER[i]
+        grid = _grid_for(now, cfg, level)
+        classes = job_classes.build_classes(jobs, grid, level.class_level)
+        count = _option_count(
+            classes, snapshot, grid.slots, level.start_stride, level.site_limit, eligible
+        )
+        return grid, classes, count
+
+    # The gentlest coarsening within budget; option counts shrink along the ladder, so
+    # a binary search needs a handful of tries rather than all of them.
+    lo, hi = 0, len(_LADDER) - 1
+    best = sized(lo)
+    if best[2] > cfg.max_start_variables:
+        best = sized(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            attempt = sized(mid)
+            if attempt[2] <= cfg.max_start_variables:
+                hi, best = mid, attempt
+            else:
+                lo = mid
+        lo = hi
+    level = _LADDER[lo]
+    grid, classes, options = best
     demand = {
         s.name: planner_problem.slot_demand_kw(s, snapshot.states[s.name], grid, cfg.step_s)
         for s in snapshot.sites
     }
-    jobs, bad = greedy.unschedulable(snapshot)
     if not jobs:
         return model.Plan(
             now_s=now,
@@ -82,23 +137,20 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
                 snapshot, (), grid.starts, demand
             ).useful_kwh,
         )
-
-    notes: list[str] = []
-    classes: list[job_classes.JobClass] = []
-    stride, site_limit = 1, None
-    eligible: dict[tuple[model.Resources, frozenset[str] | None], int] = {}
-    for granularity, stride, site_limit in _COARSENING:
-        classes = job_classes.build_classes(jobs, grid, granularity)
-        options = _option_count(classes, snapshot, grid.slots, stride, site_limit, eligible)
-        if options <= cfg.max_start_variables:
-            break
-    if (stride, site_limit) != (1, None) or len(classes) < len(jobs) // 2:
+    if level != _LADDER[0]:
         notes.append(
-            f"{len(jobs)} jobs in {len(classes)} classes; start slots every {stride}, "
-            f"candidate sites per class {site_limit or 'all'}"
+            f"{len(jobs)} jobs in {len(classes)} classes (coarsening level {level.class_level}), "
+            f"{grid.slots} slots, start offsets every {level.start_stride}, candidate sites "
+            f"per class {level.site_limit or 'all'}: {options} start options"
         )
     problem = planner_problem.build_problem(
-        snapshot, grid, classes, demand, cfg, site_limit=site_limit, slot_stride=stride
+        snapshot,
+        grid,
+        classes,
+        demand,
+        cfg,
+        site_limit=level.site_limit,
+        slot_stride=level.start_stride,
     )
     solution = cpsat.solve(
         problem,
@@ -110,11 +162,10 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
 
     if solution.status is model.SolveStatus.FALLBACK:
         notes.append(
-            f"solver found no plan in {solution.wall_seconds:.2f}s ({solution.detail}): greedy plan"
+            f"solver found no better plan in {solution.wall_seconds:.2f}s ({solution.detail}): "
+            "greedy earliest-start plan"
         )
-        placements = greedy.greedy_placements(snapshot, next_decision)
-    else:
-        placements = _placements(snapshot, grid, classes, problem, solution, demand)
+    placements = _placements(snapshot, grid, classes, problem, solution, demand)
 
     placements, guard_notes = greedy.enforce_deadlines(snapshot, placements, next_decision)
     notes += guard_notes
