@@ -90,21 +90,23 @@ def build_classes(
     """
     granularity = 2**level
     groups: dict[_ClassKey, list[model.JobRequest]] = defaultdict(list)
-    shapes: dict[model.Resources, model.Resources] = {}
+    shapes: dict[tuple[float, float, int], tuple[float, float, int]] = {}
+    now = grid.now_s
     for job in jobs:
-        release_slot = grid.first_start_at_or_after(max(job.release_s, grid.now_s))
+        release_slot = grid.first_start_at_or_after(job.release_s if job.release_s > now else now)
         deadline_slot = grid.last_start_at_or_before(job.deadline_s)
         if granularity > 1 and deadline_slot > 0:
             deadline_slot -= deadline_slot % granularity
-        shape = shapes.get(job.resources)
+        exact = job.resources.as_tuple()
+        shape = shapes.get(exact)
         if shape is None:
-            shape = shapes[job.resources] = class_shape(job.resources, level)
+            shape = shapes[exact] = class_shape(job.resources, level).as_tuple()
         power_key = None
         if job.power_watts is not None:
             power_key = round(job.power_watts, -1 if level < 2 else -2)
         bucket = duration_bucket(job.duration_s)
         key = (
-            shape.as_tuple(),
+            shape,
             power_key,
             bucket // 2 if level >= COARSEST_LEVEL else bucket,
             release_slot,
