@@ -72,12 +72,31 @@ def test_forecast_repeats_yesterday_and_never_sees_the_future() -> None:
     # Two days of history: 10 kW in the first 12 h of each day, 0 after.
     kw = tuple(10.0 if (i * 3600 % day) < day / 2 else 0.0 for i in range(48))
     history = model.DemandSeries(start_s=0.0, step_s=3600.0, kw=kw)
-    forecast = thermal.forecast_demand(history, 3.0, start_s=2 * day, step_s=3600.0, steps=24)
+    forecast = thermal.forecast_demand(history, 10.0, start_s=2 * day, step_s=3600.0, steps=24)
     assert forecast.kw[:12] == (10.0,) * 12
     assert forecast.kw[12:] == (0.0,) * 12
     # A history that runs into the future is not used beyond the present.
     leaky = model.DemandSeries(start_s=0.0, step_s=3600.0, kw=(99.0,) * 200)
     assert thermal.forecast_demand(leaky, 3.0, start_s=0.0, step_s=3600.0, steps=4).kw == (3.0,) * 4
+
+
+def test_todays_deviation_carries_on_and_fades() -> None:
+    day = 86400.0
+    history = model.DemandSeries(start_s=0.0, step_s=3600.0, kw=(10.0,) * 48)
+    forecast = thermal.forecast_demand(history, 16.0, start_s=2 * day, step_s=3600.0, steps=24)
+    assert forecast.kw[0] == 16.0
+    assert 10.0 < forecast.kw[3] < forecast.kw[1] < 16.0
+    assert forecast.kw[23] == pytest.approx(10.0, abs=0.01)
+
+
+def test_with_less_than_a_day_of_history_the_mean_is_the_base() -> None:
+    history = model.DemandSeries(start_s=0.0, step_s=3600.0, kw=(0.0,) * 6 + (12.0,) * 6)
+    forecast = thermal.forecast_demand(history, 12.0, start_s=12 * 3600.0, step_s=3600.0, steps=24)
+    assert forecast.kw[0] == 12.0
+    # 23:00 has no same-time sample yet: the mean of what was seen (6 kW), ...
+    assert forecast.kw[11] == pytest.approx(6.0, abs=0.2)
+    # ... 01:00 has one (0 kW at 01:00 yesterday).
+    assert forecast.kw[13] == pytest.approx(0.0, abs=0.2)
 
 
 def test_demand_is_capped_at_the_offtaker_rating() -> None:

@@ -83,21 +83,39 @@ def forecast_demand(
     step_s: float,
     steps: int,
     days: int = 3,
+    persistence_s: float = 3 * 3600.0,
 ) -> model.DemandSeries:
-    """Seasonal-naive forecast: the mean of the same time of day over the last ``days``.
+    """Seasonal-naive forecast corrected by the latest reading.
 
-    Sees only the past: a point whose same-time-of-day sample lies at or after
-    ``start_s`` (the present) is not used; with no usable history the current demand
-    is held.
+    The base is the mean of the same time of day over the last ``days`` (or, with less
+    than a day of history, the mean of all of it: better than holding one reading for a
+    day). Today's deviation from that base (the current reading minus the base now)
+    carries on and fades with time constant ``persistence_s``. Sees only the past:
+    samples at or after ``start_s`` are never used.
     """
+    seen_until = min(history.end_s, start_s) if history is not None else start_s
+    usable = history is not None and history.kw and seen_until > history.start_s
+
+    def seasonal(t: float) -> float | None:
+        if not usable or history is None:
+            return None
+        samples = [
+            history.mean_over(past, min(past + step_s, seen_until))
+            for d in range(1, days + 1)
+            if history.start_s <= (past := t - d * SECONDS_PER_DAY) < seen_until
+        ]
+        return sum(samples) / len(samples) if samples else None
+
+    overall = history.mean_over(history.start_s, seen_until) if usable and history else None
+    base_now = seasonal(start_s)
+    if base_now is None:
+        base_now = overall if overall is not None else current_kw
+    deviation = current_kw - base_now
     values: list[float] = []
     for i in range(steps):
         t = start_s + i * step_s
-        samples: list[float] = []
-        if history is not None and history.kw:
-            for d in range(1, days + 1):
-                past = t - d * SECONDS_PER_DAY
-                if history.start_s <= past < min(history.end_s, start_s):
-                    samples.append(history.mean_over(past, min(past + step_s, start_s)))
-        values.append(sum(samples) / len(samples) if samples else current_kw)
+        base = seasonal(t)
+        if base is None:
+            base = overall if overall is not None else current_kw
+        values.append(max(0.0, base + deviation * math.exp(-(t - start_s) / persistence_s)))
     return model.DemandSeries(start_s=start_s, step_s=step_s, kw=tuple(values))
