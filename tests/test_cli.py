@@ -1,0 +1,304 @@
+"""The ``heatshift`` command: simulate (table, JSON, plot, errors) and bench planner.
+
+Runs :func:`heatshift.cli.main` in-process on tiny scenario files written to tmp_path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from heatshift import bench, cli, model
+from heatshift.planner import policies
+from heatshift.sim import engine, report
+from heatshift.sim import scenario as scenario_mod
+
+SCENARIO = """\
+apiVersion: heatshift.dev/v1alpha1
+kind: Scenario
+metadata:
+  name: tiny
+spec:
+  duration: 2h
+  step: 15m
+  defaultMaxDelay: 1h
+  sites:
+  - name: pool
+    capacity: {cpu: 32, memoryGiB: 128, gpu: 4}
+    power: {idleWatts: 300, wattsPerGPU: 500, wattsPerCPU: 8}
+    heatRecoveryEfficiency: 0.85
+    tank: {capacityKWh: 10, initialKWh: 5, lossPerHour: 0.01}
+    offtaker:
+      kind: pool
+      maxThermalKW: 20
+      demand: {csv: {path: pool.csv}}
+  - name: flats
+    capacity: {cpu: 32, memoryGiB: 128, gpu: 2}
+    power: {idleWatts: 200, wattsPerGPU: 500, wattsPerCPU: 8}
+    heatRecoveryEfficiency: 0.8
+    tank: {capacityKWh: 5}
+    offtaker:
+      kind: residential
+      maxThermalKW: 10
+      demand: {constantKW: 2}
+  jobs:
+    csv: {path: jobs.csv}
+"""
+
+DEMAND = "t_s,kw\n0,1.5\n1800,3\n3600,0.5\n"
+
+JOBS = """\
+id,submit_s,duration_s,cpu,memory_gib,gpu,power_watts,max_delay_s,sites,priority
+a,0,1800,8,32,1,,,,1
+b,0,3600,8,32,2,,3600,,0
+c,600,900,4,16,0,,,flats,2
+d,1200,1800,8,32,1,400,1800,,1
+huge,1500,600,8,32,16,,,,1
+"""
+
+
+@pytest.fixture
+def scenario_file(tmp_path: Path) -> Path:
+    (tmp_path / "pool.csv").write_text(DEMAND)
+    (tmp_path / "jobs.csv").write_text(JOBS)
+    path = tmp_path / "scenario.yaml"
+    path.write_text(SCENARIO)
+    return path
+
+
+# --- simulate -------------------------------------------------------------------------
+
+
+def test_simulate_json_reports_every_policy(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = cli.main(
+        ["simulate", "--scenario", str(scenario_file), "--policy", "default", "greedy", "--json"]
+    )
+    out, err = capsys.readouterr()
+    assert status == 0
+    doc = json.loads(out)
+    assert doc["scenario"] == "tiny"
+    assert [r["policy"] for r in doc["results"]] == ["default", "greedy"]
+    for metrics in doc["results"]:
+        assert list(metrics) == [
+            "policy",
+            "useful_heat_kwh",
+            "recoverable_heat_kwh",
+            "dumped_heat_kwh",
+            "boiler_heat_kwh",
+            "demand_kwh",
+            "heat_reuse_ratio",
+            "deadline_misses",
+            "jobs_total",
+            "jobs_completed",
+            "jobs_unschedulable",
+            "mean_wait_s",
+            "plan_seconds_p50",
+            "plan_seconds_max",
+        ]
+        assert metrics["jobs_total"] == 5
+        assert metrics["jobs_unschedulable"] == 1
+        # 1.5 kW for 30 min, 3 kW for 30 min, then 0.5 kW; plus 2 kW for 2 h.
+        assert metrics["demand_kwh"] == pytest.approx(0.75 + 1.5 + 0.5 + 4.0)
+    # Progress went to stderr, one line per tenth and policy (not a terminal here).
+    assert err.count("tiny / default:") == 10
+    assert "100%" in err
+
+
+def test_simulate_runs_the_production_planner(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = cli.main(
+        ["simulate", "--scenario", str(scenario_file), "--policy", "heatshift", "--json"]
+    )
+    assert status == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["policy"] == "heatshift"
+    assert result["deadline_misses"] == 0
+
+
+def test_simulate_prints_an_aligned_table_with_units(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = cli.main(
+        ["simulate", "--scenario", str(scenario_file), "--policy", "default", "--policy", "greedy"]
+    )
+    assert status == 0
+    title, header, *rows = capsys.readouterr().out.splitlines()
+    assert title == "scenario tiny"
+    for unit in ("useful kWh", "dumped kWh", "boiler kWh", "reuse %", "plan p50 s"):
+        assert unit in header
+    assert [row.split()[0] for row in rows] == ["default", "greedy"]
+    assert len({len(row) for row in [header, *rows]}) == 1  # right-aligned columns
+
+
+def test_simulate_replan_every_is_passed_on(
+    scenario_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[float | None] = []
+    real = engine.simulate
+
+    def spy(*args: object, replan_every_s: float | None = None, **kw: object) -> object:
+        seen.append(replan_every_s)
+        return real(*args, replan_every_s=replan_every_s, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "simulate", spy)
+    argv = ["simulate", "--scenario", str(scenario_file), "--policy", "greedy"]
+    assert cli.main([*argv, "--replan-every", "30m"]) == 0
+    assert seen == [1800.0]
+    capsys.readouterr()
+
+
+def test_simulate_plot_writes_a_png(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "out.png"
+    argv = ["simulate", "--scenario", str(scenario_file), "--policy", "default", "greedy"]
+    assert cli.main([*argv, "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(png) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        (lambda text: text.replace("step: 15m", "step: fifteen"), "spec.step"),
+        (lambda text: text.replace("maxThermalKW: 20", "maxThermalKW: -1"), "maxThermalKW"),
+        (lambda text: text.replace("path: jobs.csv", "path: missing.csv"), "missing.csv"),
+        (lambda text: "spec: [not, a, mapping", "YAML"),
+    ],
+    ids=["bad-duration", "negative-rating", "missing-csv", "bad-yaml"],
+)
+def test_a_broken_scenario_is_a_one_line_error_and_exit_2(
+    scenario_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    breakage: Callable[[str], str],
+    expected: str,
+) -> None:
+    scenario_file.write_text(breakage(SCENARIO))
+    status = cli.main(["simulate", "--scenario", str(scenario_file), "--policy", "default"])
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert out == ""
+    assert err.startswith("heatshift simulate: error: ")
+    assert expected in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_a_missing_scenario_file_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = cli.main(["simulate", "--scenario", str(tmp_path / "nope.yaml")])
+    assert status == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--policy", "clairvoyant"],
+        ["simulate", "--replan-every", "soon"],
+        ["simulate", "--replan-every", "0s"],
+        ["bench", "planner", "--jobs", "10"],
+        ["bench", "planner", "--jobs", "10", "--sites", "0"],
+        [],
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err
+
+
+# --- bench planner --------------------------------------------------------------------
+
+
+def test_bench_planner_json_parses(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "planner", "--jobs", "50", "--sites", "3", "--repeat", "1", "--json"]
+    assert cli.main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["jobs"] == 50
+    assert doc["sites"] == 3
+    assert doc["repeat"] == 1
+    assert len(doc["plan_seconds"]) == 1
+    assert doc["plan_seconds_max"] >= doc["plan_seconds_p50"] > 0
+    assert doc["status"] in {s.value for s in model.SolveStatus}
+    assert 0 <= doc["placements_now"] <= doc["placements"] <= 50
+
+
+def test_bench_planner_prints_its_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "planner", "--jobs", "5", "--sites", "2", "--repeat", "2"]
+    assert cli.main([*argv, "--time-limit", "1s", "--horizon", "6h"]) == 0
+    out = capsys.readouterr().out
+    assert "5 pending jobs, 2 sites" in out
+    assert "horizon 6h" in out
+    for word in ("p50", "max", "solver status", "objective", "starting now"):
+        assert word in out
+
+
+def test_generated_snapshots_are_seeded_and_realistic() -> None:
+    snap = bench.generate_snapshot(400, 5, seed=7)
+    assert snap == bench.generate_snapshot(400, 5, seed=7)
+    assert snap != bench.generate_snapshot(400, 5, seed=8)
+    assert len(snap.pending) == 400 and len(snap.sites) == 5
+    assert len({j.id for j in snap.pending}) == 400
+    gpus = {j.resources.gpu for j in snap.pending}
+    assert gpus == {0, 1, 2, 4, 8}
+    durations = [j.duration_s for j in snap.pending]
+    assert min(durations) >= 600 and max(durations) <= 86400
+    for j in snap.pending:
+        assert j.release_s <= snap.now_s
+        assert snap.now_s + 3600 <= j.deadline_s <= snap.now_s + 86400
+        assert 0 <= j.priority <= 3
+        assert engine.fits_somewhere(j, snap.sites)
+    limited = sum(1 for j in snap.pending if j.allowed_sites is not None)
+    assert 0.05 * 400 <= limited <= 0.15 * 400
+    assert snap.running
+    for site in snap.sites:
+        on_site = [r for r in snap.running if r.site == site.name]
+        total = model.Resources()
+        for r in on_site:
+            total = total.plus(r.resources)
+        assert total.fits_within(site.capacity)
+        state = snap.states[site.name]
+        assert state.demand_history is not None
+        assert state.demand_history.end_s == snap.now_s
+        assert 0 <= state.tank_energy_kwh <= site.tank.capacity_kwh
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+def test_json_report_names_the_scenario_once(scenario_file: Path) -> None:
+    scenario = scenario_mod.load_scenario(scenario_file)
+    result = engine.simulate(scenario, policies.make_policy("default"))
+    doc = report.as_json([result])
+    assert doc == {"scenario": "tiny", "results": [result.metrics()]}
+    json.dumps(doc)  # serialisable as is
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_is_one_line_rewritten_in_place(
+    scenario_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = ["simulate", "--scenario", str(scenario_file), "--policy", "default", "--json"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    written = terminal.getvalue()
+    assert written.count("\n") == 1
+    assert written.count("\r") == 8  # one per step
+    assert "100.0%" in written
