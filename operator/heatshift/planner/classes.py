@@ -37,7 +37,8 @@ class JobClass:
     duration_s: float  # longest member: what capacity must hold
     mean_duration_s: float  # what heat is estimated with
     release_slot: int  # first slot any member may start in
-    deadline_slot: int  # last slot all members may start in (-1: already late)
+    deadline_slot: int  # last slot all members may start in (-1: already late; the
+    # grid's slot count: every member may start after the horizon)
     allowed_sites: frozenset[str] | None
     priority: int
     jobs: tuple[model.JobRequest, ...]  # members, earliest deadline first
@@ -94,8 +95,11 @@ def build_classes(
     now = grid.now_s
     for job in jobs:
         release_slot = grid.first_start_at_or_after(job.release_s if job.release_s > now else now)
-        deadline_slot = grid.last_start_at_or_before(job.deadline_s)
-        if granularity > 1 and deadline_slot > 0:
+        if job.deadline_s >= grid.end_s:
+            deadline_slot = grid.slots  # may wait past the horizon: no start is forced
+        else:
+            deadline_slot = grid.last_start_at_or_before(job.deadline_s)
+        if granularity > 1 and 0 < deadline_slot < grid.slots:
             deadline_slot -= deadline_slot % granularity
         exact = job.resources.as_tuple()
         shape = shapes.get(exact)

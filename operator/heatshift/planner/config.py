@@ -30,6 +30,11 @@ class PlannerConfig(model.Frozen):
     time_limit_s: float = Field(default=2.0, gt=0)
     """Wall-clock limit for one CP-SAT solve; past it the best plan found is used."""
 
+    search_effort: float | None = Field(default=None, gt=0)
+    """CP-SAT's deterministic time limit (its own work units, not seconds): the limit that
+    normally ends a search, so that plans repeat for a seed. None: a tenth of
+    ``time_limit_s``, which a solve reaches in about a third of that wall time."""
+
     gap_limit: float = Field(default=0.005, ge=0, lt=1)
     """Stop solving once the plan is provably within this fraction of the best possible."""
 
@@ -54,3 +59,7 @@ class PlannerConfig(model.Frozen):
 
     max_start_variables: int = Field(default=20_000, ge=100)
     """Budget of (class, site, start slot) decisions; bigger snapshots are coarsened."""
+
+    @property
+    def deterministic_time(self) -> float:
+        return self.search_effort if self.search_effort is not None else 0.1 * self.time_limit_s

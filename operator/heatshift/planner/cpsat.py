@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from ortools.sat.python import cp_model
 
 from heatshift import model
+from heatshift.planner import hint as planner_hint
 from heatshift.planner import problem as planner_problem
 
 # Model expressions, or plain ints where nothing varies (OR-Tools' own alias admits numpy).
@@ -39,11 +40,6 @@ class Solution:
     wall_seconds: float
     detail: str  # the solver's own words, for logs
 
-
-# CP-SAT's deterministic time runs at a third of wall time or less on these models
-# (measured); limiting it a little below keeps plans reproducible for a seed, and the
-# wall-clock limit only bites on a starved machine.
-_DETERMINISTIC_PER_SECOND = 0.1
 
 _STATUS = {
     cp_model.OPTIMAL: model.SolveStatus.OPTIMAL,
@@ -295,6 +291,7 @@ def solve(
     p: planner_problem.Problem,
     *,
     time_limit_s: float,
+    deterministic_time: float,
     workers: int,
     seed: int,
     gap_limit: float = 0.005,
@@ -302,14 +299,14 @@ def solve(
     """Build and solve the model.
 
     When the solver finds no plan in time the result has status FALLBACK and the counts
-    of the earliest-start plan (:func:`planner_problem.earliest_start_counts`).
+    of the starting plan (:func:`heatshift.planner.hint.heat_seeking_counts`).
     """
     started = time.perf_counter()
     m = cp_model.CpModel()
     # CP-SAT left alone spends seconds finding any plan without late jobs; start it
-    # from the earliest-start plan, with every variable hinted (it drops a hint it
+    # from the heat-seeking plan, with every variable hinted (it drops a hint it
     # cannot complete cheaply).
-    hint = planner_problem.earliest_start_counts(p)
+    hint = planner_hint.heat_seeking_counts(p)
     x = _start_variables(m, p)
     for var, count in zip(x, hint, strict=True):
         m.add_hint(var, count)
@@ -324,14 +321,14 @@ def solve(
     solver.parameters.num_workers = workers
     # With one worker, the deterministic limit makes the same snapshot and seed give the
     # same plan even when time runs out; the wall-clock limit stays as a hard bound.
-    solver.parameters.max_deterministic_time = _DETERMINISTIC_PER_SECOND * time_limit_s
+    solver.parameters.max_deterministic_time = deterministic_time
     solver.parameters.relative_gap_limit = gap_limit
     _tune(solver.parameters, seed)
     code = solver.solve(m)
     status = _STATUS.get(code)
     if status is None:
-        # Nothing better in time: the earliest-start plan the search began from is
-        # feasible by construction, so it is the fallback.
+        # Nothing better in time: the starting plan the search began from is feasible
+        # by construction, so it is the fallback.
         return Solution(
             status=model.SolveStatus.FALLBACK,
             counts=tuple(hint),

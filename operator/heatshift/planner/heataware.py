@@ -155,6 +155,7 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
     solution = cpsat.solve(
         problem,
         time_limit_s=cfg.time_limit_s,
+        deterministic_time=cfg.deterministic_time,
         workers=cfg.workers,
         seed=cfg.seed,
         gap_limit=cfg.gap_limit,
@@ -163,7 +164,7 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
     if solution.status is model.SolveStatus.FALLBACK:
         notes.append(
             f"solver found no better plan in {solution.wall_seconds:.2f}s ({solution.detail}): "
-            "greedy earliest-start plan"
+            "heat-seeking greedy plan"
         )
     placements = _placements(snapshot, grid, classes, problem, solution, demand)
 
@@ -218,8 +219,11 @@ def _site_reason(
     if not state.heat_aware:
         return f"{site.name} has room (its heat is not counted: {state.reason or 'no metering'})"
     expected_kwh = sum(d * grid.length_s(k) / 3600.0 for k, d in enumerate(demand_kw))
-    fill = state.tank_energy_kwh / site.tank.capacity_kwh if site.tank.capacity_kwh else 1.0
+    if site.tank.capacity_kwh > 0:
+        tank = f"tank {state.tank_energy_kwh / site.tank.capacity_kwh:.0%} full"
+    else:
+        tank = "no tank"
     return (
         f"{site.name} ({site.offtaker.kind.value}) wants {demand_kw[0]:.1f} kW now, "
-        f"{expected_kwh:.0f} kWh over the horizon; tank {fill:.0%} full"
+        f"{expected_kwh:.0f} kWh over the horizon; {tank}"
     )

@@ -128,49 +128,6 @@ def _bucket(grid: planner_grid.Grid, duration_s: float) -> Bucket:
     )
 
 
-def earliest_start_counts(p: Problem) -> list[int]:
-    """A feasible starting point for the solver: each class, earliest deadline first,
-    starts as many jobs as fit, as early as they fit, preferring sites with unmet demand.
-
-    Without it CP-SAT spends its first seconds finding any plan without late jobs.
-    """
-    used = [[[0, 0, 0] for _ in range(p.grid.slots)] for _ in p.sites]
-    counts = [0] * len(p.options)
-    by_class: dict[int, list[int]] = {}
-    for i, o in enumerate(p.options):
-        by_class.setdefault(o.job_class, []).append(i)
-    order = sorted(by_class, key=lambda c: (not p.classes[c].must_start_in_horizon, c))
-    for c in order:
-        left = p.classes[c].count
-        units = p.classes[c].units
-        # Options are built site by site in order of unmet demand: keep that preference.
-        for i in sorted(by_class[c], key=lambda i: p.options[i].slot):
-            if left == 0:
-                break
-            o = p.options[i]
-            slots = range(o.slot, p.buckets[o.bucket].last_slot[o.slot] + 1)
-            site_used = used[o.site]
-            free = p.sites[o.site].free
-            room = min(
-                [left]
-                + [
-                    (free[k][r] - site_used[k][r]) // units[r]
-                    for k in slots
-                    for r in range(3)
-                    if units[r]
-                ]
-            )
-            room = min(room, o.max_count)
-            if room <= 0:
-                continue
-            counts[i] = room
-            left -= room
-            for k in slots:
-                for r in range(3):
-                    site_used[k][r] += room * units[r]
-    return counts
-
-
 def slot_demand_kw(
     site: model.Site, state: model.SiteState, grid: planner_grid.Grid, step_s: float
 ) -> list[float]:
@@ -273,7 +230,9 @@ def build_problem(
                 count=jc.count,
                 units=units,
                 priority=jc.priority,
-                must_start_in_horizon=jc.deadline_slot < slots,
+                # A class released after the last slot cannot start here at all: later
+                # plans place it, so it is never counted late now.
+                must_start_in_horizon=jc.deadline_slot < slots and jc.release_slot < slots,
             )
         )
         first = jc.release_slot
