@@ -57,7 +57,7 @@ class PlannerConfig(model.Frozen):
     delay_weight: float = Field(default=1.0, ge=0)
     """Objective cost of one job-hour of waiting, times the job's priority (plus one)."""
 
-    max_start_variables: int = Field(default=20_000, ge=100)
+    max_start_variables: int = Field(default=6_000, ge=100)
     """Budget of (class, site, start slot) decisions; bigger snapshots are coarsened."""
 
     @property
