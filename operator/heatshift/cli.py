@@ -1,8 +1,10 @@
 """The ``heatshift`` command: one function per subcommand, argparse for the wiring.
 
 ``heatshift simulate`` replays a scenario through the policies and reports (table, JSON,
-plot); ``heatshift bench planner`` times the production planner on a generated snapshot.
-The operator's own subcommands (``run``, ``plan``, ``metering-sim``) join here later.
+plot); ``heatshift bench planner`` times the production planner on a generated snapshot;
+``heatshift metering-sim`` serves the reference metering API; ``heatshift run`` starts the
+operator; ``heatshift plan --dry-run`` prints the plan the operator would apply now.
+Kopf is imported only by ``run`` and ``plan``, so the other commands start quickly.
 Called by the console script and ``python -m heatshift``. Output goes to stdout,
 progress and errors to stderr; exit status 2 means the input was wrong.
 """
@@ -10,7 +12,10 @@ progress and errors to stderr; exit status 2 means the input was wrong.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
+import os
 import statistics
 import sys
 import time
@@ -19,6 +24,11 @@ from pathlib import Path
 from typing import TextIO
 
 from heatshift import bench, durations
+from heatshift import metrics as metrics_mod
+from heatshift.kube import client as kube_client
+from heatshift.kube import cycle as cycle_mod
+from heatshift.kube import events as kube_events
+from heatshift.kube import workloads
 from heatshift.metering import server as metering_server
 from heatshift.planner import config as planner_config
 from heatshift.planner import policies
@@ -26,6 +36,8 @@ from heatshift.sim import engine, report
 from heatshift.sim import scenario as scenario_mod
 
 EXIT_OK = 0
+EXIT_FAILURE = 1
+"""Something outside the input failed (e.g. the cluster could not be read)."""
 EXIT_USAGE = 2
 """Bad input (arguments, scenario file): the same status argparse uses."""
 
@@ -179,6 +191,122 @@ def _bench_planner(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _use_kubeconfig(path: Path | None) -> None:
+    # Kopf's login and heatshift's client both read $KUBECONFIG.
+    if path is not None:
+        os.environ["KUBECONFIG"] = str(path)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``heatshift run``: start the operator; returns when interrupted."""
+    from heatshift import handlers
+
+    _use_kubeconfig(args.kubeconfig)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    options = handlers.RunOptions(
+        namespaces=tuple(dict.fromkeys(args.namespace or ())),
+        metrics_port=args.metrics_port or None,
+        health_port=args.health_port or None,
+        webhook_port=args.webhook_port,
+        webhook_host=args.webhook_host,
+        webhook_cert_dir=args.webhook_cert_dir,
+        webhook_url=args.webhook_url,
+        manage_webhook_config=args.manage_webhook_config,
+        peering=args.peering,
+        standalone=args.standalone,
+    )
+    handlers.run(options)
+    return EXIT_OK
+
+
+def _describe_cycle(result: cycle_mod.CycleResult) -> str:
+    """A dry-run cycle in words: sites, the plan, what would be released now and why."""
+    snap, plan = result.built.snapshot, result.outcome.plan
+    lines = [
+        f"HeatPolicy {result.policy}: {len(snap.pending)} held, {len(snap.running)} running, "
+        f"plan {plan.status.value} in {result.outcome.seconds:.2f}s, "
+        f"expected useful heat {plan.expected_useful_heat_kwh:.1f} kWh"
+    ]
+    if result.outcome.error:
+        lines.append(f"  planner fell back to the heat-unaware plan: {result.outcome.error}")
+    for site in snap.sites:
+        state = snap.states[site.name]
+        heat = (
+            f"demand {state.demand_kw:.1f} kW, tank {state.tank_energy_kwh:.1f}/"
+            f"{site.tank.capacity_kwh:g} kWh"
+            if state.heat_aware
+            else f"heat-unaware ({state.reason})"
+        )
+        lines.append(
+            f"  site {site.name}: cpu {site.capacity.cpu:g}, gpu {site.capacity.gpu}, {heat}"
+        )
+    releasing = {f"{r.kind.value.lower()}/{r.namespace}/{r.name}" for r in result.releases}
+    for r in result.releases:
+        lines.append(
+            f"  would release {r.kind.value} {r.namespace}/{r.name} to {r.site or '(any node)'} "
+            f"[{r.reason.value}]: {r.decision}"
+        )
+    for p in plan.placements:
+        if p.job_id not in releasing:
+            lines.append(
+                f"  would hold {p.job_id}: planned at {p.site} from "
+                f"{workloads.format_time(p.start_s)}"
+            )
+    for u in plan.unschedulable:
+        if u.job_id not in releasing:
+            lines.append(f"  cannot place {u.job_id}: {u.reason}")
+    for job_id, problems in result.built.problems.items():
+        lines.extend(f"  hint problem on {job_id}: {p.message}" for p in problems)
+    lines.extend(f"  note: {n}" for n in plan.notes)
+    return "\n".join(lines) + "\n"
+
+
+async def _dry_run(names: Sequence[str], namespaces: Sequence[str]) -> list[str]:
+    import kopf
+
+    from heatshift import handlers
+
+    info = handlers.connection_info(kopf.OperatorSettings())
+    async with kube_client.Client(handlers.connection(info)) as api:
+        memory = cycle_mod.Memory(recorder=kube_events.Recorder(api), metrics=metrics_mod.Metrics())
+        if not names:
+            found = await api.list_objects(cycle_mod.HEATPOLICIES)
+            names = sorted(str((p.get("metadata") or {}).get("name")) for p in found)
+        out: list[str] = []
+        for name in names:
+            result = await cycle_mod.run_cycle(
+                api, name, memory, now_s=time.time(), apply_plan=False, namespaces=namespaces
+            )
+            out.append(_describe_cycle(result))
+        return out
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """``heatshift plan --dry-run``: print the plan for the live cluster, change nothing."""
+    if not args.dry_run:
+        sys.stderr.write(
+            "heatshift plan: error: only --dry-run is supported; the running operator applies "
+            "plans\n"
+        )
+        return EXIT_USAGE
+    _use_kubeconfig(args.kubeconfig)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        texts = asyncio.run(_dry_run(args.policy or (), tuple(args.namespace or ())))
+    except (cycle_mod.PolicyInvalid, cycle_mod.PolicyNotFound) as err:
+        sys.stderr.write(f"heatshift plan: error: {err}\n")
+        return EXIT_USAGE
+    except kube_client.KubeAPIError as err:
+        sys.stderr.write(f"heatshift plan: error: the cluster could not be read: {err}\n")
+        return EXIT_FAILURE
+    if not texts:
+        sys.stdout.write("no HeatPolicies: nothing is held, nothing to plan\n")
+    sys.stdout.write("\n".join(texts))
+    return EXIT_OK
+
+
 def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "simulate",
@@ -256,6 +384,129 @@ def _add_metering_sim(commands: argparse._SubParsersAction[argparse.ArgumentPars
     p.set_defaults(handler=metering_server.run_from_args)
 
 
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number up to 65535, got {text!r}")
+    return value
+
+
+def _add_cluster_arguments(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--namespace`` and ``--kubeconfig``, shared by ``run`` and ``plan``."""
+    p.add_argument(
+        "--namespace",
+        action="append",
+        metavar="NS",
+        help=f"{verb} Jobs and Pods in this namespace only; repeatable (default: all namespaces)",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="kubeconfig to use (default: in-cluster service account, else $KUBECONFIG or "
+        "~/.kube/config)",
+    )
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "run",
+        help="run the operator (hold, plan and release workloads)",
+        description="Run the heatshift operator: hold Jobs and bare Pods that a HeatPolicy "
+        "selects (mutating webhook at /hold-jobs and /hold-pods), plan each policy on its "
+        "replan interval, release work onto LeafSites, keep LeafSite and HeatPolicy status, "
+        "and serve Prometheus metrics. Two replicas are safe: Kopf peering lets one act.",
+    )
+    p.add_argument(
+        "--peering",
+        default="heatshift",
+        metavar="NAME",
+        help="Kopf peering object used to elect the active replica (default: heatshift)",
+    )
+    p.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering: act alone (a single replica, or local development)",
+    )
+    _add_cluster_arguments(p, "manage")
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=8080,
+        metavar="PORT",
+        help="serve Prometheus metrics at /metrics on this port; 0 disables (default: 8080)",
+    )
+    p.add_argument(
+        "--health-port",
+        type=_port,
+        default=8081,
+        metavar="PORT",
+        help="serve the liveness probe at /healthz on this port; 0 disables (default: 8081)",
+    )
+    p.add_argument(
+        "--webhook-port",
+        type=_port,
+        default=9443,
+        metavar="PORT",
+        help="HTTPS port of the admission webhook server (default: 9443)",
+    )
+    p.add_argument(
+        "--webhook-cert-dir",
+        type=Path,
+        metavar="DIR",
+        help="directory with tls.crt and tls.key for the webhook server (a mounted Secret); "
+        "without it a self-signed certificate is made, for development only",
+    )
+    p.add_argument(
+        "--webhook-host",
+        metavar="HOST",
+        help="host name the API server uses to reach the webhook, put in the self-signed "
+        "certificate and the managed configuration (default: the listening address)",
+    )
+    p.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="base URL written into a managed webhook configuration, e.g. "
+        "https://heatshift.heatshift-system.svc:443 (only with --manage-webhook-config)",
+    )
+    p.add_argument(
+        "--manage-webhook-config",
+        action="store_true",
+        help="create and keep the MutatingWebhookConfiguration (off by default: the Helm "
+        "chart owns it, pointing at the paths /hold-jobs and /hold-pods)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (default: INFO)",
+    )
+    p.set_defaults(handler=_run)
+
+
+def _add_plan(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "plan",
+        help="print the plan the operator would apply now, and why (changes nothing)",
+        description="Read the live cluster (LeafSites, HeatPolicies, Nodes, held and running "
+        "Jobs and Pods, metering readings), make each policy's plan and print what would be "
+        "released now, where and why, and what would be held. Nothing is changed.",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="required: print the plan without applying it",
+    )
+    p.add_argument(
+        "--policy",
+        action="append",
+        metavar="NAME",
+        help="plan this HeatPolicy only; repeatable (default: every HeatPolicy)",
+    )
+    _add_cluster_arguments(p, "look at")
+    p.set_defaults(handler=_plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heatshift",
@@ -265,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(commands)
     _add_bench(commands)
     _add_metering_sim(commands)
+    _add_run(commands)
+    _add_plan(commands)
     return parser
 
 

@@ -1,0 +1,501 @@
+"""The Kopf wiring: which events call which piece of heatshift. Thin: no decisions here.
+
+Handlers (ids are part of the contract with the Helm chart and the e2e suite):
+
+- ``plan`` (daemon, one per HeatPolicy): runs :func:`heatshift.kube.cycle.run_cycle` every
+  ``spec.planning.replanInterval``, and a few seconds after new held work appears (a Job
+  suspended by its owner, or one the webhook just held). The planner itself runs in a worker
+  thread under the solver's time limit; the cycle falls back to the heat-unaware plan when it
+  fails, so start deadlines hold with no metering and no solver.
+- ``hold-jobs`` / ``hold-pods`` (mutating admission, served at ``/hold-jobs`` and
+  ``/hold-pods``): suspend new Jobs, gate new bare Pods, that a HeatPolicy selects
+  (:mod:`heatshift.kube.admission`). failurePolicy Ignore: with the operator down, new work
+  simply runs unmanaged.
+- ``policies`` / ``namespace_labels`` (indexes): what the webhook decides on, in memory.
+- ``validate-leafsite`` / ``validate-heatpolicy`` (one function): an unusable spec gets a
+  ``Ready=False`` condition saying why, and a PermanentError (Kopf stops retrying until the spec
+  changes).
+- ``notice-held-jobs``: wakes the planning daemons when a held Job appears.
+
+Everything the handlers share lives in :class:`State`, in Kopf's ``memo``. Called by Kopf;
+started by ``heatshift run`` (:func:`run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pydantic
+
+from heatshift import metrics as metrics_mod
+from heatshift import resources, tlscert
+from heatshift.kube import admission, client, cycle, events, meters, selection, workloads
+from heatshift.kube import status as status_mod
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION = resources.API_GROUP, resources.API_VERSION
+PLAN_ID = "plan"
+HOLD_JOBS_ID = "hold-jobs"
+HOLD_PODS_ID = "hold-pods"
+QUICK_REPLAN_S = 3.0
+"""Wait this long after new held work appears before re-planning, to batch a burst."""
+RETRY_S = 15.0
+"""Re-plan this soon after a cycle that could not read the cluster."""
+DEFAULT_PEERING = "heatshift"
+WATCH_TIMEOUT_S = 600
+"""Kopf's watch requests end after this and are re-opened."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """What ``heatshift run`` was asked for; see its ``--help``."""
+
+    namespaces: tuple[str, ...] = ()
+    metrics_port: int | None = 8080
+    health_port: int | None = 8081
+    webhook_port: int = 9443
+    webhook_addr: str = "0.0.0.0"
+    webhook_host: str | None = None
+    webhook_cert_dir: Path | None = None
+    webhook_url: str | None = None
+    manage_webhook_config: bool = False
+    peering: str = DEFAULT_PEERING
+    standalone: bool = False
+    quick_replan_s: float = QUICK_REPLAN_S
+    metering_timeout_s: float = cycle.METERING_TIMEOUT_S
+    meter_factory: meters.SourceFactory = meters.default_source
+
+
+@dataclasses.dataclass
+class State:
+    """Shared by all handlers of one operator process (Kopf ``memo.heatshift``)."""
+
+    options: RunOptions
+    metrics: metrics_mod.Metrics
+    api: client.Client | None = None
+    memory: cycle.Memory | None = None
+    wake: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
+    scratch: tempfile.TemporaryDirectory[str] | None = None
+
+
+def _state(memo: Any) -> State:
+    state = memo["heatshift"]
+    assert isinstance(state, State)
+    return state
+
+
+def _ready(state: State) -> tuple[client.Client, cycle.Memory]:
+    if state.api is None or state.memory is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=2)
+    return state.api, state.memory
+
+
+# --- credentials -------------------------------------------------------------------------------
+
+
+def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    """In-cluster service account, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+        settings=settings
+    )
+    if info is None:
+        raise kopf.PermanentError("no Kubernetes credentials: no service account, no kubeconfig")
+    return info
+
+
+def connection(info: kopf.ConnectionInfo) -> client.Connection:
+    """Kopf's connection info as heatshift's own client wants it."""
+
+    def text(value: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None) -> str | None:
+        return None if value is None else os.fsdecode(value)
+
+    return client.Connection(
+        server=info.server,
+        ca_path=text(info.ca_path),
+        ca_data=info.ca_data,
+        insecure=bool(info.insecure),
+        token=info.token,
+        scheme=info.scheme,
+        certificate_path=text(info.certificate_path),
+        certificate_data=info.certificate_data,
+        private_key_path=text(info.private_key_path),
+        private_key_data=info.private_key_data,
+    )
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    # Kopf and heatshift's client log in the same way, so they always see the same cluster.
+    return connection_info(settings)
+
+
+# --- startup and shutdown ----------------------------------------------------------------------
+
+
+class _FixedURL:
+    """Serve webhooks locally but advertise ``url`` (e.g. a Service) in the configuration."""
+
+    def __init__(self, server: kopf.WebhookServer, url: str) -> None:
+        self._server, self._url = server, url.rstrip("/")
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        async for config in self._server(fn):
+            yield {**config, "url": self._url}
+
+
+def _webhook_server(options: RunOptions, scratch: Path) -> Any:
+    if options.webhook_cert_dir is not None:
+        cert, key = options.webhook_cert_dir / "tls.crt", options.webhook_cert_dir / "tls.key"
+    else:
+        # Development only: the chart mounts a real certificate.
+        hosts = [h for h in (options.webhook_host, "localhost", "127.0.0.1") if h]
+        cert, key = tlscert.write_self_signed(scratch, hosts)
+    server = kopf.WebhookServer(
+        addr=options.webhook_addr,
+        port=options.webhook_port,
+        host=options.webhook_host,
+        certfile=str(cert),
+        pkeyfile=str(key),
+        cafile=str(cert) if options.webhook_cert_dir is None else None,
+    )
+    return _FixedURL(server, options.webhook_url) if options.webhook_url else server
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    state = _state(memo)
+    options = state.options
+    # Kopf's own bookkeeping annotations carry our prefix, not Kopf's default one.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Handler log lines are not turned into Events; heatshift posts its own, in words.
+    settings.posting.level = logging.WARNING
+    # Watches that the server or a load balancer silently drops are renewed, not waited on.
+    settings.watching.server_timeout = WATCH_TIMEOUT_S
+    settings.watching.client_timeout = WATCH_TIMEOUT_S + 60
+    settings.watching.connect_timeout = 30
+    state.scratch = tempfile.TemporaryDirectory(prefix="heatshift-webhook-")
+    settings.admission.server = _webhook_server(options, Path(state.scratch.name))
+    settings.admission.managed = f"{GROUP}.webhooks" if options.manage_webhook_config else None
+    state.api = client.Client(connection(connection_info(settings)))
+    state.memory = cycle.Memory(recorder=events.Recorder(state.api), metrics=state.metrics)
+    log.info(
+        "heatshift started: namespaces=%s webhook_port=%d managed_webhooks=%s",
+        ",".join(options.namespaces) or "all",
+        options.webhook_port,
+        options.manage_webhook_config,
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: Any, **_: Any) -> None:
+    state = _state(memo)
+    if state.api is not None:
+        await state.api.aclose()
+    if state.scratch is not None:
+        state.scratch.cleanup()
+
+
+@kopf.on.probe(id="planner")
+def planner_probe(memo: Any, **_: Any) -> int:
+    """For the liveness endpoint: how many policies are being planned."""
+    return len(_state(memo).wake)
+
+
+# --- indexes: what the webhook decides on ------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, "heatpolicies", id="policies")
+def policies_index(
+    name: str, meta: Mapping[str, Any], spec: Mapping[str, Any], **_: Any
+) -> dict[str, resources.HeatPolicy] | None:
+    try:
+        policy = resources.HeatPolicy.model_validate(
+            {
+                "apiVersion": resources.GROUP_VERSION,
+                "kind": "HeatPolicy",
+                "metadata": {"name": name, "generation": meta.get("generation")},
+                "spec": dict(spec),
+            }
+        )
+    except pydantic.ValidationError:
+        return None  # an invalid policy holds nothing; validate-heatpolicy reports it
+    return {name: policy}
+
+
+@kopf.index("", "v1", "namespaces", id="namespace_labels")
+def namespace_labels_index(
+    name: str, labels: Mapping[str, str], **_: Any
+) -> dict[str, dict[str, str]]:
+    return {name: dict(labels)}
+
+
+def _all_policies(index: Mapping[str, Any]) -> list[resources.HeatPolicy]:
+    return [p for store in index.values() for p in store if isinstance(p, resources.HeatPolicy)]
+
+
+def _ns_labels(index: Mapping[str, Any], namespace: str) -> dict[str, str]:
+    store = index.get(namespace) or ()
+    return selection.namespace_labels(namespace, next(iter(store), None))
+
+
+# --- admission: hold new work ------------------------------------------------------------------
+
+
+def _wake(state: State, policy: str | None) -> None:
+    for name, event in state.wake.items():
+        if policy is None or name == policy:
+            event.set()
+
+
+Decide = Callable[
+    [Mapping[str, Any], Sequence[resources.HeatPolicy], Mapping[str, str]],
+    tuple[dict[str, Any] | None, str | None],
+]
+
+
+def _hold(
+    decide: Decide,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    indexes: Mapping[str, Any],
+) -> None:
+    obj = dict(body)
+    meta = obj.get("metadata") or {}
+    ns = str(meta.get("namespace") or "")
+    # The indexes arrive as keyword arguments named by their ids.
+    changes, policy = decide(
+        obj, _all_policies(indexes["policies"]), _ns_labels(indexes["namespace_labels"], ns)
+    )
+    if changes is None:
+        return
+    for key, value in changes.items():
+        patch[key] = value
+    logger.info(
+        "held new %s %s/%s for HeatPolicy %s",
+        obj.get("kind", "object"),
+        ns or "?",
+        meta.get("name") or meta.get("generateName", "?"),
+        policy,
+    )
+    _wake(_state(memo), policy)
+
+
+_ADMISSION: dict[str, Any] = {
+    "operations": ["CREATE"],
+    "ignore_failures": True,  # failurePolicy Ignore: without us, work runs unmanaged
+    "side_effects": False,
+}
+
+
+@kopf.on.mutate("batch", "v1", "jobs", id=HOLD_JOBS_ID, **_ADMISSION)
+def hold_jobs(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **kwargs: Any,
+) -> None:
+    _hold(admission.hold_job, body, patch, memo, logger, kwargs)
+
+
+@kopf.on.mutate("", "v1", "pods", id=HOLD_PODS_ID, **_ADMISSION)
+def hold_pods(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **kwargs: Any,
+) -> None:
+    _hold(admission.hold_pod, body, patch, memo, logger, kwargs)
+
+
+def _is_held_job(body: kopf.Body, **_: Any) -> bool:
+    return workloads.from_job(body).held
+
+
+@kopf.on.event("batch", "v1", "jobs", id="notice-held-jobs", when=_is_held_job)
+def notice_held_jobs(memo: Any, **_: Any) -> None:
+    # Which policy manages it is the cycle's question; waking all of them is cheap.
+    _wake(_state(memo), None)
+
+
+# --- validation: say in words why a spec cannot be used ----------------------------------------
+
+
+async def _validate(
+    spec_model: type[resources.LeafSiteSpec] | type[resources.HeatPolicySpec],
+    collection: str,
+    kind: str,
+    name: str,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    memo: Any,
+) -> None:
+    """Ready=False with the validation message, and a PermanentError, for an unusable spec."""
+    try:
+        spec_model.model_validate(dict(spec))
+    except pydantic.ValidationError as err:
+        message = f"{kind} {name} cannot be used: {err}"
+        old = [
+            resources.Condition.model_validate(c)
+            for c in (status.get("conditions") or [])
+            if isinstance(c, Mapping)
+        ]
+        gen = meta.get("generation")
+        conditions = status_mod.invalid_status(
+            old, message, time.time(), gen if isinstance(gen, int) else None
+        )
+        api = _state(memo).api
+        if api is not None:
+            body = {"status": {"conditions": [c.to_dict() for c in conditions]}}
+            try:
+                await api.patch(f"{collection}/{name}/status", body)
+            except client.KubeAPIError as patch_err:
+                log.warning("condition not written: %s/%s: %s", collection, name, patch_err)
+        raise kopf.PermanentError(message) from err
+
+
+_SPECS: dict[
+    str, tuple[type[resources.LeafSiteSpec] | type[resources.HeatPolicySpec], str, str]
+] = {
+    "leafsites": (resources.LeafSiteSpec, cycle.LEAFSITES, "LeafSite"),
+    "heatpolicies": (resources.HeatPolicySpec, cycle.HEATPOLICIES, "HeatPolicy"),
+}
+
+
+@kopf.on.resume(GROUP, VERSION, "leafsites", id="validate-leafsite")
+@kopf.on.create(GROUP, VERSION, "leafsites", id="validate-leafsite")
+@kopf.on.update(GROUP, VERSION, "leafsites", id="validate-leafsite", field="spec")
+@kopf.on.resume(GROUP, VERSION, "heatpolicies", id="validate-heatpolicy")
+@kopf.on.create(GROUP, VERSION, "heatpolicies", id="validate-heatpolicy")
+@kopf.on.update(GROUP, VERSION, "heatpolicies", id="validate-heatpolicy", field="spec")
+async def validate(
+    resource: kopf.Resource,
+    name: str,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    memo: Any,
+    **_: Any,
+) -> None:
+    spec_model, collection, kind = _SPECS[resource.plural]
+    await _validate(spec_model, collection, kind, name, spec, status, meta, memo)
+    # A new or changed site or policy is planned at once, not at the old interval's end.
+    _wake(_state(memo), None)
+
+
+# --- the planning loop -------------------------------------------------------------------------
+
+
+def _interval(spec: Mapping[str, Any]) -> float:
+    try:
+        return resources.HeatPolicySpec.model_validate(dict(spec)).replan_interval_s
+    except pydantic.ValidationError:
+        return RETRY_S
+
+
+async def _pause(wake: asyncio.Event, interval_s: float, quick_s: float) -> None:
+    """Sleep until the interval ends, or shortly after new held work is noticed."""
+    try:
+        await asyncio.wait_for(wake.wait(), timeout=interval_s)
+    except TimeoutError:
+        return
+    await asyncio.sleep(quick_s)
+
+
+@kopf.daemon(GROUP, VERSION, "heatpolicies", id=PLAN_ID, cancellation_timeout=1.0)
+async def plan_loop(
+    name: str,
+    spec: Mapping[str, Any],
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
+) -> None:
+    state = _state(memo)
+    api, memory = _ready(state)
+    wake = state.wake.setdefault(name, asyncio.Event())
+    try:
+        while not stopped:
+            wake.clear()
+            interval = _interval(spec)
+            try:
+                await cycle.run_cycle(
+                    api,
+                    name,
+                    memory,
+                    now_s=time.time(),
+                    namespaces=state.options.namespaces,
+                    meter_factory=state.options.meter_factory,
+                    metering_timeout_s=state.options.metering_timeout_s,
+                )
+            except cycle.PolicyNotFound:
+                return
+            except cycle.PolicyInvalid as err:
+                # validate-heatpolicy has written the condition; retry when the spec changes.
+                raise kopf.PermanentError(str(err)) from err
+            except client.KubeAPIError as err:
+                # Not retryable (e.g. 403) means missing RBAC: an error worth an alert.
+                level = logging.WARNING if err.retryable else logging.ERROR
+                logger.log(level, "planning cycle could not read the cluster, retrying: %s", err)
+                interval = min(interval, RETRY_S)
+            except Exception:
+                # A bug in one cycle must not end the loop: deadlines depend on the next one.
+                logger.exception("planning cycle failed, retrying in %gs", RETRY_S)
+                interval = min(interval, RETRY_S)
+            await _pause(wake, interval, state.options.quick_replan_s)
+    finally:
+        state.wake.pop(name, None)
+
+
+# --- running it --------------------------------------------------------------------------------
+
+
+def _liveness(options: RunOptions) -> str | None:
+    return None if options.health_port is None else f"http://0.0.0.0:{options.health_port}/healthz"
+
+
+async def operate(
+    options: RunOptions,
+    *,
+    metrics: metrics_mod.Metrics | None = None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
+    """Run the operator in the current event loop until ``stop_flag`` is set (or a signal)."""
+    state = State(options=options, metrics=metrics or metrics_mod.Metrics())
+    if options.metrics_port is not None:
+        state.metrics.serve(options.metrics_port)
+    await kopf.operator(
+        standalone=options.standalone,
+        # A named peering is mandatory in Kopf: without its peering object every replica
+        # pauses rather than act alone. Standalone runs need none.
+        peering_name=None if options.standalone else options.peering,
+        clusterwide=not options.namespaces,
+        namespaces=list(options.namespaces),
+        liveness_endpoint=_liveness(options),
+        memo=kopf.Memo(heatshift=state),
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )
+
+
+def run(options: RunOptions) -> None:
+    """``heatshift run``: the operator in a fresh event loop, until interrupted."""
+    asyncio.run(operate(options))

@@ -1,0 +1,226 @@
+"""LeafSite and HeatPolicy status from a planning cycle. Pure: ``now_s`` is passed in.
+
+- :func:`set_condition` keeps a condition list with one entry per type, moving
+  ``lastTransitionTime`` only when the status really changes (so ``kubectl`` shows since when).
+- :func:`heat_step` estimates the heat a site delivered and dumped over the last interval from
+  its IT load and its latest reading, with the simulator's physics
+  (:func:`heatshift.thermal.exchange_heat`): served up to demand, stored while the tank has
+  room, dumped beyond. Without a valid reading nothing is counted: it would be a guess.
+- :func:`leafsite_status` and :func:`policy_status` build the validated status models.
+
+Called by :mod:`heatshift.kube.cycle`; the results are written to the ``status`` subresource.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+
+from heatshift import model, resources, thermal
+from heatshift.metering import readings
+
+Result = readings.SiteReading | readings.Rejection
+
+
+def _when(now_s: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(now_s, tz=datetime.UTC).replace(microsecond=0)
+
+
+def set_condition(
+    conditions: Sequence[resources.Condition],
+    *,
+    type_: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    now_s: float,
+    generation: int | None = None,
+) -> tuple[resources.Condition, ...]:
+    """``conditions`` with the condition of ``type_`` set; other types are kept as they are."""
+    status = resources.ConditionStatus.TRUE if ok else resources.ConditionStatus.FALSE
+    previous = next((c for c in conditions if c.type == type_), None)
+    since = (
+        previous.last_transition_time
+        if previous is not None and previous.status == status
+        else _when(now_s)
+    )
+    new = resources.Condition.model_validate(
+        {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message[:1024],
+            "lastTransitionTime": since,
+            "observedGeneration": generation,
+        }
+    )
+    return (*(c for c in conditions if c.type != type_), new)
+
+
+def _ready(
+    conditions: Sequence[resources.Condition],
+    reason: str,
+    message: str,
+    now_s: float,
+    generation: int | None,
+    *,
+    ok: bool = True,
+) -> tuple[resources.Condition, ...]:
+    return set_condition(
+        conditions,
+        type_=resources.CONDITION_READY,
+        ok=ok,
+        reason=reason,
+        message=message,
+        now_s=now_s,
+        generation=generation,
+    )
+
+
+def it_load_kw(site: model.Site, running: Sequence[model.RunningJob]) -> float:
+    """The site's electrical load: idle plus its running jobs, kW."""
+    watts = site.power.idle_watts + sum(j.power_watts for j in running if j.site == site.name)
+    return watts / 1000.0
+
+
+def heat_step(
+    site: model.Site, result: Result, load_kw: float, interval_s: float
+) -> tuple[float, float]:
+    """(delivered kWh, dumped kWh) over ``interval_s`` at the current load; see module doc."""
+    if isinstance(result, readings.Rejection) or interval_s <= 0:
+        return 0.0, 0.0
+    hours = interval_s / 3600.0
+    # Only heat recovered in this interval counts: served at once up to demand, stored while
+    # the tank has room, dumped beyond. Heat the tank hands out later was counted when made.
+    room = model.Tank(capacity_kwh=max(site.tank.capacity_kwh - result.tank_energy_kwh, 0.0))
+    flows = thermal.exchange_heat(
+        room,
+        0.0,
+        thermal.recovered_heat_kw(site, load_kw * 1000.0) * hours,
+        thermal.capped_demand_kw(site, result.demand_kw) * hours,
+        hours,
+    )
+    return flows.delivered_kwh, flows.dumped_kwh
+
+
+def leafsite_status(
+    leafsite: resources.LeafSite,
+    site: model.Site,
+    result: Result,
+    *,
+    load_kw: float,
+    delivered_kwh: float,
+    dumped_kwh: float,
+    now_s: float,
+) -> resources.LeafSiteStatus:
+    """The site's status after a cycle: readings, load, heat totals and conditions."""
+    old = leafsite.status or resources.LeafSiteStatus()
+    gen = leafsite.metadata.generation
+    conditions = _ready(old.conditions, "Planned", "the site is valid and in use", now_s, gen)
+    fields: dict[str, object] = {
+        "itLoadKW": round(load_kw, 3),
+        "heatDeliveredKWh": round(delivered_kwh, 3),
+        "heatDumpedKWh": round(dumped_kwh, 3),
+    }
+    if isinstance(result, readings.Rejection):
+        conditions = set_condition(
+            conditions,
+            type_=resources.CONDITION_METERING_FRESH,
+            ok=False,
+            reason=result.condition_reason,
+            message=f"{result.message}; the site is planned as heat-unaware until good data "
+            "returns",
+            now_s=now_s,
+            generation=gen,
+        )
+        fields["heatAware"] = False
+        # Keep the last good reading visible, with its (growing) age.
+        if old.metering_observed_at is not None:
+            fields["meteringObservedAt"] = old.metering_observed_at
+            age = now_s - old.metering_observed_at.timestamp()
+            fields["meteringAgeSeconds"] = round(max(age, 0.0), 1)
+        for key, value in (
+            ("demandKW", old.demand_kw),
+            ("tankEnergyKWh", old.tank_energy_kwh),
+            ("tankPercent", old.tank_percent),
+        ):
+            if value is not None:
+                fields[key] = value
+    else:
+        conditions = set_condition(
+            conditions,
+            type_=resources.CONDITION_METERING_FRESH,
+            ok=True,
+            reason="ReadingValid",
+            message="the last reading was valid and fresh",
+            now_s=now_s,
+            generation=gen,
+        )
+        capacity = site.tank.capacity_kwh
+        tank = min(result.tank_energy_kwh, capacity)
+        fields.update(
+            {
+                "heatAware": True,
+                "demandKW": round(thermal.capped_demand_kw(site, result.demand_kw), 3),
+                "tankEnergyKWh": round(tank, 3),
+                "tankPercent": round(100.0 * tank / capacity, 1) if capacity > 0 else 0.0,
+                "meteringObservedAt": datetime.datetime.fromtimestamp(
+                    result.observed_at_s, tz=datetime.UTC
+                ),
+                "meteringAgeSeconds": round(max(now_s - result.observed_at_s, 0.0), 1),
+            }
+        )
+    fields["conditions"] = conditions
+    return resources.LeafSiteStatus.model_validate(fields)
+
+
+def invalid_status(
+    old_conditions: Sequence[resources.Condition],
+    message: str,
+    now_s: float,
+    generation: int | None,
+) -> tuple[resources.Condition, ...]:
+    """Conditions of an object whose spec cannot be used: Ready=False, InvalidSpec."""
+    return _ready(old_conditions, "InvalidSpec", message, now_s, generation, ok=False)
+
+
+def policy_status(
+    policy: resources.HeatPolicy,
+    plan: model.Plan | None,
+    *,
+    held: int,
+    released_total: int,
+    deadline_forced_total: int,
+    planned_ok: bool,
+    message: str,
+    now_s: float,
+) -> resources.HeatPolicyStatus:
+    """The policy's status after a cycle (``plan`` None when planning could not run)."""
+    old = policy.status or resources.HeatPolicyStatus()
+    gen = policy.metadata.generation
+    conditions = _ready(old.conditions, "Valid", "the policy is valid and planning", now_s, gen)
+    conditions = set_condition(
+        conditions,
+        type_=resources.CONDITION_PLANNED,
+        ok=planned_ok,
+        reason=(plan.status.value.capitalize() if plan is not None else "PlanningFailed"),
+        message=message,
+        now_s=now_s,
+        generation=gen,
+    )
+    fields: dict[str, object] = {
+        "held": held,
+        "released": released_total,
+        "deadlineForcedReleases": deadline_forced_total,
+        "conditions": conditions,
+    }
+    if plan is not None:
+        fields.update(
+            {
+                "expectedUsefulHeatKWh": round(max(plan.expected_useful_heat_kwh, 0.0), 3),
+                "lastPlanTime": _when(now_s),
+                "solverStatus": plan.status,
+                "solverSeconds": round(max(plan.solve_seconds, 0.0), 3),
+            }
+        )
+    return resources.HeatPolicyStatus.model_validate(fields)

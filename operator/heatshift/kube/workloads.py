@@ -1,0 +1,251 @@
+"""Jobs, bare Pods and Nodes as heatshift sees them. Pure: API dicts in, frozen records out.
+
+A :class:`Workload` is a Job (held through ``spec.suspend``) or a bare Pod (held through the
+``heatshift.dev/placement`` scheduling gate), with what the planner needs: its shape, when it
+was submitted, whether heatshift still holds it, and where it was released to. Quantities
+(``500m``, ``4Gi``) are parsed here too.
+
+Called by :mod:`heatshift.kube.snapshot`, :mod:`heatshift.kube.apply` and the webhook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from heatshift import model
+
+PLACEMENT_GATE = "heatshift.dev/placement"
+"""The scheduling gate that holds a bare Pod until heatshift places it."""
+SITE = "heatshift.dev/site"
+"""Annotation (and nodeSelector source): the LeafSite a workload was released to."""
+RELEASED_AT = "heatshift.dev/released-at"
+"""Annotation: when heatshift released the workload (RFC 3339)."""
+DECISION = "heatshift.dev/decision"
+"""Annotation: why this site and why now, in words."""
+POLICY = "heatshift.dev/policy"
+"""Annotation: the HeatPolicy that released the workload."""
+GPU_RESOURCE = "nvidia.com/gpu"
+GIB = 1024.0**3
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
+_SUFFIX = {
+    "": 1.0,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "Ki": 1024.0,
+    "Mi": 1024.0**2,
+    "Gi": 1024.0**3,
+    "Ti": 1024.0**4,
+    "Pi": 1024.0**5,
+}
+
+
+class QuantityError(ValueError):
+    """A resource quantity that is not in Kubernetes' notation."""
+
+
+def parse_quantity(value: object) -> float:
+    """A Kubernetes quantity (``250m``, ``2``, ``1.5Gi``, ``1e3``) as a plain number."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _QUANTITY.match(str(value).strip())
+    if match is None or match.group(2) not in _SUFFIX:
+        raise QuantityError(f"{value!r} is not a Kubernetes quantity")
+    try:
+        return float(match.group(1)) * _SUFFIX[match.group(2)]
+    except ValueError as err:
+        raise QuantityError(f"{value!r} is not a Kubernetes quantity") from err
+
+
+def parse_time(value: object) -> float | None:
+    """Unix seconds of an RFC 3339 time from the API; None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()
+
+
+def format_time(unix_s: float) -> str:
+    """RFC 3339 in UTC to the second, as Kubernetes writes times."""
+    when = datetime.datetime.fromtimestamp(unix_s, tz=datetime.UTC).replace(microsecond=0)
+    return when.isoformat().replace("+00:00", "Z")
+
+
+class Kind(enum.StrEnum):
+    JOB = "Job"
+    POD = "Pod"
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _strings(value: object) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _dict(value).items()}
+
+
+def pod_resources(pod_spec: Mapping[str, Any]) -> model.Resources:
+    """What a pod asks for: its containers' requests summed (limits where no request)."""
+    cpu = memory = 0.0
+    gpu = 0
+    for container in pod_spec.get("containers") or []:
+        res = _dict(_dict(container).get("resources"))
+        wanted = {**_dict(res.get("limits")), **_dict(res.get("requests"))}
+        # A bad quantity would be refused by the API server; never crash on one anyway.
+        try:
+            cpu += parse_quantity(wanted.get("cpu", 0))
+            memory += parse_quantity(wanted.get("memory", 0)) / GIB
+            gpu += int(parse_quantity(wanted.get(GPU_RESOURCE, 0)))
+        except QuantityError:
+            continue
+    return model.Resources(cpu=max(cpu, 0.0), memory_gib=max(memory, 0.0), gpu=max(gpu, 0))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Workload:
+    """A Job or bare Pod, reduced to what placement needs."""
+
+    kind: Kind
+    namespace: str
+    name: str
+    uid: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    created_s: float
+    resources: model.Resources
+    held: bool
+    """heatshift holds it now: suspended (Job) or gated (Pod), and never released."""
+    finished: bool
+    active_deadline_s: float | None = None
+    site: str | None = None
+    released_at_s: float | None = None
+
+    @property
+    def id(self) -> str:
+        """Unique across kinds and namespaces; the planner's job id."""
+        return f"{self.kind.value.lower()}/{self.namespace}/{self.name}"
+
+    @property
+    def running(self) -> bool:
+        """Released by heatshift to a site and not finished: it holds capacity there."""
+        return self.site is not None and not self.held and not self.finished
+
+
+def _common(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = _dict(obj.get("metadata"))
+    annotations = _strings(meta.get("annotations"))
+    return {
+        "namespace": str(meta.get("namespace") or "default"),
+        "name": str(meta.get("name") or ""),
+        "uid": str(meta.get("uid") or ""),
+        "labels": _strings(meta.get("labels")),
+        "annotations": annotations,
+        "created_s": parse_time(meta.get("creationTimestamp")) or 0.0,
+        "site": annotations.get(SITE),
+        "released_at_s": parse_time(annotations.get(RELEASED_AT)),
+    }
+
+
+def from_job(job: Mapping[str, Any]) -> Workload:
+    """A batch/v1 Job as a workload; its shape is one pod's times the pods that run at once."""
+    spec = _dict(job.get("spec"))
+    pod_spec = _dict(_dict(spec.get("template")).get("spec"))
+    one = pod_resources(pod_spec)
+    parallel = spec.get("parallelism")
+    completions = spec.get("completions")
+    pods = parallel if isinstance(parallel, int) and parallel >= 0 else 1
+    if isinstance(completions, int) and completions >= 0:
+        pods = min(pods, completions)
+    conditions = _dict(job.get("status")).get("conditions") or []
+    finished = any(
+        _dict(c).get("type") in ("Complete", "Failed") and _dict(c).get("status") == "True"
+        for c in conditions
+    )
+    common = _common(job)
+    deadline = spec.get("activeDeadlineSeconds")
+    return Workload(
+        kind=Kind.JOB,
+        resources=model.Resources(
+            cpu=one.cpu * pods, memory_gib=one.memory_gib * pods, gpu=one.gpu * pods
+        ),
+        held=spec.get("suspend") is True and common["released_at_s"] is None and not finished,
+        finished=finished,
+        active_deadline_s=float(deadline) if isinstance(deadline, int | float) else None,
+        **common,
+    )
+
+
+def has_gate(pod: Mapping[str, Any]) -> bool:
+    gates = _dict(pod.get("spec")).get("schedulingGates") or []
+    return any(_dict(g).get("name") == PLACEMENT_GATE for g in gates)
+
+
+def is_bare_pod(pod: Mapping[str, Any]) -> bool:
+    """A Pod nobody owns (no Job, ReplicaSet, ...): only those are held as Pods."""
+    return not _dict(pod.get("metadata")).get("ownerReferences")
+
+
+def from_pod(pod: Mapping[str, Any]) -> Workload:
+    """A bare Pod as a workload."""
+    spec = _dict(pod.get("spec"))
+    phase = _dict(pod.get("status")).get("phase")
+    common = _common(pod)
+    deadline = spec.get("activeDeadlineSeconds")
+    return Workload(
+        kind=Kind.POD,
+        resources=pod_resources(spec),
+        held=has_gate(pod),
+        finished=phase in ("Succeeded", "Failed"),
+        active_deadline_s=float(deadline) if isinstance(deadline, int | float) else None,
+        **common,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Node:
+    """A schedulable node's labels and allocatable compute."""
+
+    name: str
+    labels: Mapping[str, str]
+    allocatable: model.Resources
+    schedulable: bool
+
+
+def from_node(node: Mapping[str, Any]) -> Node:
+    meta = _dict(node.get("metadata"))
+    status = _dict(node.get("status"))
+    alloc = _dict(status.get("allocatable"))
+    try:
+        resources = model.Resources(
+            cpu=max(parse_quantity(alloc.get("cpu", 0)), 0.0),
+            memory_gib=max(parse_quantity(alloc.get("memory", 0)) / GIB, 0.0),
+            gpu=max(int(parse_quantity(alloc.get(GPU_RESOURCE, 0))), 0),
+        )
+    except QuantityError:
+        resources = model.Resources()
+    ready = all(
+        _dict(c).get("status") == "True"
+        for c in status.get("conditions") or []
+        if _dict(c).get("type") == "Ready"
+    )
+    cordoned = _dict(node.get("spec")).get("unschedulable") is True
+    return Node(
+        name=str(meta.get("name") or ""),
+        labels=_strings(meta.get("labels")),
+        allocatable=resources,
+        schedulable=ready and not cordoned,
+    )

@@ -1,0 +1,86 @@
+"""``heatshift run`` and ``heatshift plan``: the flags the Helm chart and e2e suite rely on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from heatshift import cli, handlers
+
+
+def test_run_defaults_match_the_chart_contract() -> None:
+    args = cli.build_parser().parse_args(["run"])
+    assert args.peering == "heatshift"
+    assert args.standalone is False
+    assert args.namespace is None
+    assert (args.metrics_port, args.health_port, args.webhook_port) == (8080, 8081, 9443)
+    assert args.webhook_cert_dir is None and args.webhook_url is None
+    assert args.manage_webhook_config is False
+
+
+def test_run_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = capsys.readouterr().out
+    for flag in (
+        "--peering",
+        "--standalone",
+        "--namespace",
+        "--metrics-port",
+        "--health-port",
+        "--webhook-port",
+        "--webhook-cert-dir",
+        "--webhook-url",
+        "--manage-webhook-config",
+        "--kubeconfig",
+        "/hold-jobs",
+    ):
+        assert flag in text, flag
+
+
+def test_run_passes_its_flags_to_the_operator(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[handlers.RunOptions] = []
+    monkeypatch.setattr(handlers, "run", seen.append)
+    monkeypatch.setenv("KUBECONFIG", "unchanged")
+    kubeconfig = tmp_path / "config"
+
+    status = cli.main(
+        [
+            "run",
+            "--standalone",
+            "--namespace=a",
+            "--namespace=b",
+            "--namespace=a",
+            "--metrics-port=0",
+            "--webhook-port=9999",
+            f"--webhook-cert-dir={tmp_path}",
+            "--webhook-url=https://heatshift.svc:443",
+            "--manage-webhook-config",
+            f"--kubeconfig={kubeconfig}",
+        ]
+    )
+
+    assert status == cli.EXIT_OK
+    (options,) = seen
+    assert options.namespaces == ("a", "b")
+    assert options.standalone and options.manage_webhook_config
+    assert options.metrics_port is None and options.health_port == 8081
+    assert (options.webhook_port, options.webhook_cert_dir) == (9999, tmp_path)
+    assert options.webhook_url == "https://heatshift.svc:443"
+    assert os.environ["KUBECONFIG"] == str(kubeconfig)
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "http"])
+def test_bad_ports_are_usage_errors(port: str) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["run", "--metrics-port", port])
+    assert caught.value.code == cli.EXIT_USAGE
+
+
+def test_plan_only_dry_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan"]) == cli.EXIT_USAGE
+    assert "only --dry-run is supported" in capsys.readouterr().err

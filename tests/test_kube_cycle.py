@@ -1,0 +1,260 @@
+"""One planning cycle against an in-memory API: releases, deadlines without metering or solver,
+dry runs, statuses, Events and metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+import kube_fixtures as kf
+from heatshift import metrics as metrics_mod
+from heatshift import model, resources
+from heatshift.kube import apply, cycle, events, meters, workloads
+from heatshift.metering import readings, source
+from heatshift.planner import policies
+
+NOW = kf.NOW + 60
+JOBS = "/apis/batch/v1/namespaces/batch/jobs"
+SITES = "/apis/heatshift.dev/v1alpha1/leafsites"
+POLICY = "/apis/heatshift.dev/v1alpha1/heatpolicies/batch"
+
+
+class Meter:
+    """A source factory whose sites answer with these demands (kW); absent sites are down."""
+
+    def __init__(self, demand_kw: Mapping[str, float]) -> None:
+        self.demand_kw = demand_kw
+
+    def __call__(
+        self, endpoint: meters.Endpoint, queries: Mapping[str, resources.PrometheusQueries]
+    ) -> source.MeteringSource:
+        return _Source(self.demand_kw)
+
+
+class _Source:
+    def __init__(self, demand_kw: Mapping[str, float]) -> None:
+        self.demand_kw = demand_kw
+
+    async def fetch(
+        self, sites: Mapping[str, readings.ReadingLimits], now_s: float
+    ) -> dict[str, readings.SiteReading | readings.Rejection]:
+        out: dict[str, readings.SiteReading | readings.Rejection] = {}
+        for site in sites:
+            if site in self.demand_kw:
+                out[site] = readings.SiteReading(
+                    site=site,
+                    observed_at_s=now_s - 10,
+                    demand_kw=self.demand_kw[site],
+                    tank_energy_kwh=10.0,
+                    tank_capacity_kwh=80.0,
+                    tank_source="energy",
+                )
+            else:
+                out[site] = readings.Rejection(
+                    site=site, kind=readings.RejectionKind.UNAVAILABLE, message="503 from meter"
+                )
+        return out
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _cluster(*jobs: dict[str, Any], policy: dict[str, Any] | None = None) -> kf.FakeApi:
+    api = kf.FakeApi()
+    kf.store(
+        api,
+        kf.namespace("batch", {"team": "ml"}),
+        kf.node("f1", "flats"),
+        kf.node("p1", "pool"),
+        kf.leafsite("flats"),
+        kf.leafsite("pool"),
+        policy or kf.heatpolicy("batch", replan="5m"),
+        *jobs,
+    )
+    return api
+
+
+def _memory(api: kf.FakeApi) -> cycle.Memory:
+    return cycle.Memory(recorder=events.Recorder(api), metrics=metrics_mod.Metrics())
+
+
+async def _cycle(
+    api: kf.FakeApi, memory: cycle.Memory, demand: Mapping[str, float], **kwargs: Any
+) -> cycle.CycleResult:
+    return await cycle.run_cycle(
+        api, "batch", memory, now_s=NOW, meter_factory=Meter(demand), **kwargs
+    )
+
+
+def _value(memory: cycle.Memory, name: str, **labels: str) -> float | None:
+    return memory.metrics.registry.get_sample_value(name, labels)
+
+
+@pytest.mark.asyncio
+async def test_a_due_job_goes_to_the_site_that_wants_heat_and_everything_is_reported() -> None:
+    api = _cluster(kf.job("render", annotations={"heatshift.dev/max-delay": "2m"}))
+    memory = _memory(api)
+
+    result = await _cycle(api, memory, {"flats": 20.0, "pool": 0.0})
+
+    (release,) = result.releases
+    assert (release.site, release.reason) == ("flats", apply.ReleaseKind.DEADLINE)
+    assert result.applied == {"batch/render": apply.Outcome.RELEASED}
+    job = api.objects[f"{JOBS}/render"]
+    assert job["spec"]["suspend"] is False
+    assert job["metadata"]["annotations"][workloads.SITE] == "flats"
+    assert "its max-delay annotation" in job["metadata"]["annotations"][workloads.DECISION]
+
+    flats = api.objects[f"{SITES}/flats"]["status"]
+    assert flats["demandKW"] == 20.0 and flats["heatAware"] is True
+    assert {c["type"]: c["status"] for c in flats["conditions"]} == {
+        "Ready": "True",
+        "MeteringFresh": "True",
+    }
+    policy = api.objects[POLICY]["status"]
+    assert (policy["held"], policy["released"], policy["deadlineForcedReleases"]) == (0, 1, 1)
+    assert policy["solverStatus"] in ("optimal", "feasible")
+    assert _value(memory, "heatshift_jobs_released_total", site="flats", reason="deadline") == 1
+    assert _value(memory, "heatshift_deadline_releases_total", policy="batch") == 1
+    assert _value(memory, "heatshift_plan_seconds_count", policy="batch") == 1
+    assert len(api.events("Released")) == 1
+
+
+@pytest.mark.asyncio
+async def test_deadlines_hold_with_no_metering_and_a_broken_solver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Broken:
+        def decide(self, snapshot: model.Snapshot) -> model.Plan:
+            raise RuntimeError("solver crashed")
+
+    monkeypatch.setattr(policies, "make_policy", lambda name, cfg: Broken())
+    api = _cluster(
+        kf.job("due", annotations={"heatshift.dev/max-delay": "0s"}),
+        kf.job("later", created=workloads.format_time(NOW)),
+    )
+    memory = _memory(api)
+
+    result = await _cycle(api, memory, {})  # every site's meter is down
+
+    assert result.outcome.error is not None and "solver crashed" in result.outcome.error
+    released = {r.name: r for r in result.releases}
+    assert released["due"].reason is apply.ReleaseKind.DEADLINE
+    assert "heat-unaware plan" in released["due"].decision
+    assert api.objects[f"{JOBS}/due"]["spec"]["suspend"] is False
+    pool = api.objects[f"{SITES}/pool"]["status"]
+    fresh = next(c for c in pool["conditions"] if c["type"] == "MeteringFresh")
+    assert (fresh["status"], fresh["reason"]) == ("False", "MeteringUnavailable")
+    assert "503 from meter" in fresh["message"]
+    planned = next(c for c in api.objects[POLICY]["status"]["conditions"] if c["type"] == "Planned")
+    assert planned["status"] == "False" and "solver crashed" in planned["message"]
+    assert _value(memory, "heatshift_planner_fallbacks_total", policy="batch") == 1
+    assert _value(memory, "heatshift_metering_errors_total", site="pool", kind="unavailable") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_job_no_site_can_take_still_starts_by_its_deadline() -> None:
+    api = _cluster(kf.job("huge", cpu="500", annotations={"heatshift.dev/max-delay": "1m"}))
+
+    result = await _cycle(api, _memory(api), {"flats": 20.0})
+
+    (release,) = result.releases
+    assert release.site is None and release.reason is apply.ReleaseKind.DEADLINE
+    assert "no LeafSite can take it" in release.decision
+    job = api.objects[f"{JOBS}/huge"]
+    assert job["spec"]["suspend"] is False
+    assert "nodeSelector" not in job["spec"]["template"]["spec"]
+
+
+@pytest.mark.asyncio
+async def test_a_dry_run_changes_nothing() -> None:
+    api = _cluster(kf.job("due", annotations={"heatshift.dev/max-delay": "0s"}))
+
+    result = await _cycle(api, _memory(api), {"flats": 20.0}, apply_plan=False)
+
+    assert [r.name for r in result.releases] == ["due"]
+    assert result.applied == {}
+    assert [c for c in api.calls if c.verb in ("patch", "create")] == []
+
+
+@pytest.mark.asyncio
+async def test_a_malformed_hint_is_reported_once_and_the_job_still_planned() -> None:
+    api = _cluster(
+        kf.job(
+            "odd",
+            created=workloads.format_time(NOW),
+            annotations={"heatshift.dev/power-watts": "x"},
+        )
+    )
+    memory = _memory(api)
+
+    first = await _cycle(api, memory, {"flats": 20.0})
+    await _cycle(api, memory, {"flats": 20.0})
+
+    assert [j.id for j in first.built.snapshot.pending] == ["job/batch/odd"]
+    (warning,) = api.events("InvalidHint")
+    assert warning["type"] == "Warning"
+    assert "heatshift.dev/power-watts" in warning["message"]
+    assert warning["involvedObject"] == {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": "odd",
+        "namespace": "batch",
+        "uid": "uid-batch-odd",
+    }
+
+
+@pytest.mark.asyncio
+async def test_an_invalid_or_missing_policy_is_a_typed_error() -> None:
+    bad = kf.heatpolicy("batch")
+    bad["spec"]["defaultSLAClass"] = "gold"
+    api = _cluster(policy=bad)
+    with pytest.raises(cycle.PolicyInvalid, match="defaultSLAClass"):
+        await _cycle(api, _memory(api), {})
+    with pytest.raises(cycle.PolicyNotFound):
+        await cycle.run_cycle(api, "nope", _memory(api), now_s=NOW, meter_factory=Meter({}))
+
+
+@pytest.mark.asyncio
+async def test_an_overrunning_planner_is_cut_off_for_the_heat_unaware_plan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Slow:
+        def decide(self, snapshot: model.Snapshot) -> model.Plan:
+            time.sleep(0.5)
+            raise AssertionError("too late to matter")
+
+    monkeypatch.setattr(policies, "make_policy", lambda name, cfg: Slow())
+    api = _cluster(kf.job("a"))
+    built = (await _cycle(api, _memory(api), {"flats": 1.0}, apply_plan=False)).built
+    cfg = kf.parsed_policy(kf.heatpolicy()).spec.planner_config()
+
+    outcome = await cycle.make_plan(built.snapshot, cfg, timeout_s=0.05)
+
+    assert outcome.error == "the planner took longer than 0.05s"
+    assert outcome.plan.status is model.SolveStatus.HEURISTIC
+    assert [p.job_id for p in outcome.plan.placements] == ["job/batch/a"]
+
+
+@pytest.mark.asyncio
+async def test_heat_totals_accumulate_across_cycles() -> None:
+    released = {workloads.SITE: "flats", workloads.RELEASED_AT: kf.NOW_TEXT}
+    api = _cluster(kf.job("busy", suspend=False, cpu="16", annotations=released))
+    memory = _memory(api)
+
+    await cycle.run_cycle(api, "batch", memory, now_s=NOW, meter_factory=Meter({"flats": 50.0}))
+    await cycle.run_cycle(
+        api, "batch", memory, now_s=NOW + 300, meter_factory=Meter({"flats": 50.0})
+    )
+
+    status = api.objects[f"{SITES}/flats"]["status"]
+    # idle 200 W + 16 cores at 10 W = 360 W; 85 % of it for 5 minutes, all wanted
+    assert status["itLoadKW"] == pytest.approx(0.36)
+    assert status["heatDeliveredKWh"] == pytest.approx(0.36 * 0.85 * 300 / 3600, abs=1e-3)
+    assert status["heatDumpedKWh"] == 0.0
+    assert _value(memory, "heatshift_heat_delivered_kwh_total", site="flats") == pytest.approx(
+        0.36 * 0.85 * 300 / 3600
+    )

@@ -1,0 +1,79 @@
+"""Conditions and heat estimates for status."""
+
+from __future__ import annotations
+
+import pytest
+
+import kube_fixtures as kf
+from heatshift import model, resources
+from heatshift.kube import status
+from heatshift.metering import readings
+
+
+def _set(
+    conditions: tuple[resources.Condition, ...], ok: bool, now: float, message: str = "m"
+) -> tuple[resources.Condition, ...]:
+    return status.set_condition(
+        conditions, type_="MeteringFresh", ok=ok, reason="R", message=message, now_s=now
+    )
+
+
+def test_the_transition_time_moves_only_when_the_status_changes() -> None:
+    first = _set((), True, kf.NOW)
+    same = _set(first, True, kf.NOW + 60, message="still fine")
+    flipped = _set(same, False, kf.NOW + 120)
+
+    assert same[0].last_transition_time == first[0].last_transition_time
+    assert same[0].message == "still fine"
+    assert flipped[0].status is resources.ConditionStatus.FALSE
+    assert flipped[0].last_transition_time.timestamp() == kf.NOW + 120
+
+
+def test_conditions_of_other_types_are_kept() -> None:
+    ready = status.set_condition(
+        (), type_="Ready", ok=True, reason="Valid", message="", now_s=kf.NOW
+    )
+    both = _set(ready, True, kf.NOW)
+    assert [c.type for c in both] == ["Ready", "MeteringFresh"]
+    invalid = status.invalid_status(both, "spec is wrong", kf.NOW, 3)
+    ready_now = next(c for c in invalid if c.type == "Ready")
+    assert (ready_now.status, ready_now.reason, ready_now.observed_generation) == (
+        resources.ConditionStatus.FALSE,
+        "InvalidSpec",
+        3,
+    )
+
+
+def _site(tank_kwh: float = 80.0) -> model.Site:
+    return kf.parsed_site(kf.leafsite("pool", tank_kwh=tank_kwh)).to_site(model.Resources(cpu=16))
+
+
+def _reading(demand_kw: float, tank_kwh: float) -> readings.SiteReading:
+    return readings.SiteReading(
+        site="pool",
+        observed_at_s=kf.NOW,
+        demand_kw=demand_kw,
+        tank_energy_kwh=tank_kwh,
+        tank_capacity_kwh=80.0,
+        tank_source="energy",
+    )
+
+
+@pytest.mark.parametrize(
+    ("demand_kw", "tank_kwh", "delivered", "dumped"),
+    [
+        (100.0, 0.0, 8.5, 0.0),  # all wanted
+        (0.0, 0.0, 0.0, 0.0),  # nothing wanted: the tank takes it
+        (0.0, 78.0, 0.0, 6.5),  # nothing wanted, 2 kWh room left
+        (4.0, 80.0, 4.0, 4.5),  # half wanted, tank full
+    ],
+)
+def test_heat_step(demand_kw: float, tank_kwh: float, delivered: float, dumped: float) -> None:
+    # 10 kW of IT load for one hour at 85 % recovery: 8.5 kWh of heat
+    got = status.heat_step(_site(), _reading(demand_kw, tank_kwh), 10.0, 3600.0)
+    assert got == pytest.approx((delivered, dumped))
+
+
+def test_no_reading_no_estimate() -> None:
+    rejection = readings.Rejection(site="pool", kind=readings.RejectionKind.NAN, message="NaN")
+    assert status.heat_step(_site(), rejection, 10.0, 3600.0) == (0.0, 0.0)
