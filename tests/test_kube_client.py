@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import ssl
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from heatshift import tlscert
 from heatshift.kube import client
 
 
@@ -132,3 +138,31 @@ async def test_an_unreachable_server_is_a_retryable_error() -> None:
         with pytest.raises(client.KubeAPIError) as caught:
             await api.get("/api/v1/nodes")
     assert caught.value.status == 0 and caught.value.retryable
+
+
+def test_inline_certificates_are_read_as_a_kubeconfig_inlines_them(tmp_path: Path) -> None:
+    # kubeconfig (and so Kopf's login) hands over base64 of PEM; PEM itself works too.
+    cert_path, key_path = tlscert.write_self_signed(tmp_path, ["localhost"])
+    pem = cert_path.read_text()
+    inline = base64.b64encode(pem.encode()).decode()
+    assert client.as_pem(inline) == pem
+    assert client.as_pem(pem.encode()) == pem
+    for ca in (inline, pem):
+        conn = client.Connection(
+            server="https://localhost:6443",
+            ca_data=ca,
+            certificate_data=inline,
+            private_key_data=base64.b64encode(key_path.read_bytes()).decode(),
+        )
+        api = client.Client(conn)  # raises ssl.SSLError if any of them is misread
+        asyncio.run(api.aclose())
+
+
+def test_a_client_that_cannot_set_up_tls_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    conn = client.Connection(server="https://localhost:6443", ca_data="bm90IGEgY2VydA==")
+    with pytest.raises(ssl.SSLError):
+        client.Client(conn)
+    assert list(tmp_path.iterdir()) == []

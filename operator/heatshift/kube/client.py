@@ -12,6 +12,7 @@ Called by the planning cycle, the webhook handlers and ``heatshift plan --dry-ru
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import ssl
@@ -90,7 +91,9 @@ def path_for(
 
 @dataclasses.dataclass(frozen=True)
 class Connection:
-    """Where the API server is and how to authenticate (mirrors Kopf's ConnectionInfo)."""
+    """Where the API server is and how to authenticate (mirrors Kopf's ConnectionInfo).
+
+    The ``*_data`` fields hold PEM, or base64 of PEM as a kubeconfig inlines it."""
 
     server: str
     ca_path: str | None = None
@@ -104,10 +107,18 @@ class Connection:
     private_key_data: str | bytes | None = None
 
 
+def as_pem(data: str | bytes) -> str:
+    """PEM text from PEM or from a kubeconfig's base64 of it (as Kopf reads them)."""
+    text = data.decode("ascii") if isinstance(data, bytes) else data
+    if text.lstrip().startswith("-----BEGIN "):
+        return text
+    return base64.b64decode(text).decode("ascii")
+
+
 def _as_file(data: str | bytes, directory: Path, name: str) -> str:
     """Client certificates must come from files for ``ssl``; kubeconfig may inline them."""
     path = directory / name
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    path.write_text(as_pem(data), encoding="ascii")
     return str(path)
 
 
@@ -119,8 +130,7 @@ def _ssl_context(conn: Connection, scratch: Path) -> ssl.SSLContext | bool:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     elif conn.ca_data is not None:
-        data = conn.ca_data.decode() if isinstance(conn.ca_data, bytes) else conn.ca_data
-        ctx = ssl.create_default_context(cadata=data)
+        ctx = ssl.create_default_context(cadata=as_pem(conn.ca_data))
     else:
         ctx = ssl.create_default_context(cafile=conn.ca_path)
     cert = conn.certificate_path
@@ -143,7 +153,11 @@ class Client:
         headers = {"Accept": "application/json", "User-Agent": "heatshift"}
         if conn.token:
             headers["Authorization"] = f"{conn.scheme or 'Bearer'} {conn.token}"
-        self._ssl = _ssl_context(conn, Path(self._scratch.name))
+        try:
+            self._ssl = _ssl_context(conn, Path(self._scratch.name))
+        except BaseException:
+            self._scratch.cleanup()  # no client, so no aclose() to do it later
+            raise
         self._base = conn.server.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = headers

@@ -22,8 +22,10 @@ With a token, every ``/v1/`` path (admin included) needs ``Authorization: Bearer
 unless told otherwise.
 
 Called by the CLI (:func:`add_arguments`, :func:`run_from_args`), the e2e harness and tests
-(:class:`MeteringServer`, with an injected clock). The operator's cluster-backed
-:class:`LoadSource` lives with the operator; this module only defines the protocol.
+(:class:`MeteringServer`, with an injected clock). With ``--kubeconfig`` the load comes from
+the cluster (:class:`heatshift.kube.cluster_load.ClusterLoad`: the pods running at each
+LeafSite), so the tanks heat where the operator placed work; it lives with the Kubernetes
+adapter, and this module only defines the protocol.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from prometheus_client import exposition, metrics_core
 from prometheus_client import registry as prom_registry
 
 from heatshift import durations, model, thermal
+from heatshift.kube import client as kube_client
 from heatshift.metering import readings
 from heatshift.sim import scenario as scenario_mod
 
@@ -685,6 +688,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="include the scenario's demand this far ahead as a forecast, e.g. 24h "
         "(default: 0s, no forecast)",
     )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="read each site's IT load from this cluster: the LeafSite of the same name, its "
+        "idle power plus the pods running on its nodes (re-read every few seconds; the last "
+        "load is kept while the API fails). "
+        "Without it, sites draw idle power unless set through /v1/admin/load",
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -699,12 +711,25 @@ def run_from_args(args: argparse.Namespace) -> int:
         sys.stderr.write(f"heatshift metering-sim: {err}\n")
         return 2
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    api: kube_client.Client | None = None
+    if args.kubeconfig is not None:
+        # Imported here: the cluster adapter pulls in the planner, which only this option needs.
+        from heatshift.kube import cluster_load
+
+        try:
+            # Built now (the session itself opens later, in the loop), so a bad CA or key
+            # file is a usage error here rather than a failure to serve.
+            api = kube_client.Client(cluster_load.connection_from_kubeconfig(args.kubeconfig))
+        except (cluster_load.KubeconfigError, OSError, ValueError) as err:
+            sys.stderr.write(f"heatshift metering-sim: kubeconfig {args.kubeconfig}: {err}\n")
+            return 2
 
     def announce(server: MeteringServer) -> None:
         sys.stderr.write(
             f"metering-sim: serving {len(scenario.sites)} sites of scenario "
             f"{scenario.name!r} at {server.url} (speed {args.speed:g}x"
-            f"{', bearer token required' if token else ''}); Ctrl-C stops\n"
+            f"{', bearer token required' if token else ''}"
+            f"{f', IT load from {api.connection.server}' if api else ''}); Ctrl-C stops\n"
         )
 
     async def main() -> None:
@@ -712,17 +737,23 @@ def run_from_args(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(
-            scenario,
-            args.host,
-            args.port,
-            speed=args.speed,
-            token=token,
-            start_offset_s=args.start_at,
-            forecast_horizon_s=args.forecast_horizon,
-            stop=stop,
-            ready=announce,
-        )
+        async with contextlib.AsyncExitStack() as stack:
+            load: LoadSource | None = None
+            if api is not None:
+                await stack.enter_async_context(api)
+                load = cluster_load.ClusterLoad(api, scenario.sites)
+            await serve(
+                scenario,
+                args.host,
+                args.port,
+                speed=args.speed,
+                token=token,
+                load=load,
+                start_offset_s=args.start_at,
+                forecast_horizon_s=args.forecast_horizon,
+                stop=stop,
+                ready=announce,
+            )
 
     try:
         asyncio.run(main())
