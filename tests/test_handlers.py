@@ -68,3 +68,10 @@ def test_an_unreadable_policy_spec_replans_soon() -> None:
         == 600.0
     )
     assert handlers._interval({"nonsense": True}) == handlers.RETRY_S
+
+
+def test_replicas_started_alike_do_not_tie_for_peering_priority() -> None:
+    # Kopf pauses every replica while two share a priority; a tie would stop all work.
+    alike = handlers.RunOptions()
+    assert len({handlers.peering_priority(alike) for _ in range(20)}) == 20
+    assert handlers.peering_priority(handlers.RunOptions(priority=7)) == 7

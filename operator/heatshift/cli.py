@@ -216,6 +216,7 @@ def _run(args: argparse.Namespace) -> int:
         manage_webhook_config=args.manage_webhook_config,
         peering=args.peering,
         standalone=args.standalone,
+        priority=args.priority,
     )
     handlers.run(options)
     return EXIT_OK
@@ -427,6 +428,13 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--standalone",
         action="store_true",
         help="no peering: act alone (a single replica, or local development)",
+    )
+    p.add_argument(
+        "--priority",
+        type=int,
+        metavar="N",
+        help="peering priority; the live replica with the highest one acts (default: random, "
+        "so that replicas never tie: Kopf pauses all of them on a tie)",
     )
     _add_cluster_arguments(p, "manage")
     p.add_argument(

@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import random
 import tempfile
 import threading
 import time
@@ -72,6 +73,7 @@ class RunOptions:
     manage_webhook_config: bool = False
     peering: str = DEFAULT_PEERING
     standalone: bool = False
+    priority: int | None = None
     quick_replan_s: float = QUICK_REPLAN_S
     metering_timeout_s: float = cycle.METERING_TIMEOUT_S
     meter_factory: meters.SourceFactory = meters.default_source
@@ -467,6 +469,14 @@ async def plan_loop(
 # --- running it --------------------------------------------------------------------------------
 
 
+def peering_priority(options: RunOptions) -> int:
+    """The given priority, else a random one: Kopf pauses *every* replica while two share
+    a priority, so replicas started alike must not tie. The highest one acts."""
+    if options.priority is not None:
+        return options.priority
+    return random.SystemRandom().randint(1, 2**31 - 1)
+
+
 def _liveness(options: RunOptions) -> str | None:
     return None if options.health_port is None else f"http://0.0.0.0:{options.health_port}/healthz"
 
@@ -484,6 +494,7 @@ async def operate(
         state.metrics.serve(options.metrics_port)
     await kopf.operator(
         standalone=options.standalone,
+        priority=peering_priority(options),
         # A named peering is mandatory in Kopf: without its peering object every replica
         # pauses rather than act alone. Standalone runs need none.
         peering_name=None if options.standalone else options.peering,
