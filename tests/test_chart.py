@@ -1,0 +1,479 @@
+"""The Helm chart in helm/heatshift, rendered by a real ``helm`` and checked object by object.
+
+helm is the pinned build from e2e/cluster/helm (``e2e/cluster/build.sh helm``, which ``make
+test`` runs first); ``HEATSHIFT_HELM`` may name another binary. Without one these tests fail
+rather than skip: a chart nobody rendered is not a tested chart.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+import pathlib
+import re
+import subprocess
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "heatshift"
+CRDS = ROOT / "crds"
+NAMESPACE = "heatshift-system"
+RELEASE = "heatshift"
+
+Obj = dict[str, Any]
+
+
+def helm_binary() -> str:
+    explicit = os.environ.get("HEATSHIFT_HELM")
+    if explicit:
+        return explicit
+    built = ROOT / ".cache" / "bin" / "helm"
+    if not built.exists():
+        pytest.fail(f"no helm at {built.relative_to(ROOT)}: run `e2e/cluster/build.sh helm`")
+    return str(built)
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [helm_binary(), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        # No kubeconfig, no plugins, no repositories: the render depends on the chart alone.
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", "/nonexistent"),
+            "KUBECONFIG": "/dev/null",
+            "HELM_NO_PLUGINS": "1",
+        },
+    )
+
+
+def set_args(values: Obj) -> list[str]:
+    """``--set-json`` arguments for each top-level key of ``values``."""
+    return [arg for key, v in values.items() for arg in ("--set-json", f"{key}={json.dumps(v)}")]
+
+
+def render_result(values: Obj | None = None) -> subprocess.CompletedProcess[str]:
+    return helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *set_args(values or {}))
+
+
+def render(values: Obj | None = None) -> list[Obj]:
+    result = render_result(values)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+@functools.cache
+def default_render() -> tuple[Obj, ...]:
+    return tuple(render())
+
+
+def only(objs: Sequence[Obj], kind: str, name: str | None = None) -> Obj:
+    found = [
+        o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"{len(found)} {kind} objects named {name!r}"
+    return found[0]
+
+
+def kinds(objs: Sequence[Obj]) -> list[str]:
+    return sorted(o["kind"] for o in objs)
+
+
+def rules(role: Obj) -> set[tuple[str, str, str]]:
+    """A Role's rules flattened to (apiGroup, resource, verb)."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def grant(
+    group: str, resources: Sequence[str], verbs: Sequence[str]
+) -> Iterator[tuple[str, str, str]]:
+    return ((group, r, v) for r in resources for v in verbs)
+
+
+# What the operator calls (operator/heatshift/kube, handlers.py and Kopf), and nothing more.
+CLUSTER_RULES = {
+    *grant("heatshift.dev", ["leafsites", "heatpolicies"], ["list", "watch", "patch"]),
+    *grant("heatshift.dev", ["leafsites/status", "heatpolicies/status"], ["patch"]),
+    *grant("batch", ["jobs"], ["get", "list", "watch", "patch"]),
+    *grant("", ["pods"], ["get", "list", "patch"]),
+    *grant("", ["nodes"], ["list"]),
+    # Namespace labels, for HeatPolicy namespaceSelectors (a Kopf index).
+    *grant("", ["namespaces"], ["list", "watch"]),
+    *grant("", ["events"], ["create"]),
+    # Kopf's scanning of CRDs (read-only).
+    *grant("apiextensions.k8s.io", ["customresourcedefinitions"], ["list", "watch"]),
+    *grant("kopf.dev", ["clusterkopfpeerings"], ["get", "list", "watch", "patch"]),
+}
+
+
+# --- the CRDs ------------------------------------------------------------------------------------
+
+
+def test_chart_crds_are_the_repository_crds() -> None:
+    ours = sorted(p.name for p in CRDS.glob("*.yaml"))
+    assert ours, "crds/ is empty"
+    for name in ours:
+        assert (CHART / "crds" / name).read_bytes() == (CRDS / name).read_bytes(), (
+            f"helm/heatshift/crds/{name} differs from crds/{name}: run `make chart-crds`"
+        )
+    extra = {p.name for p in (CHART / "crds").glob("*")} - set(ours)
+    assert extra == {"kopf-peering.yaml"}
+
+
+def test_chart_carries_kopf_peering_crds() -> None:
+    docs = list(yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()))
+    assert {d["metadata"]["name"] for d in docs} == {
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+
+
+# --- the default render --------------------------------------------------------------------------
+
+
+def test_lint_is_clean() -> None:
+    result = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_render_has_every_part() -> None:
+    assert kinds(default_render()) == sorted(
+        [
+            "ClusterKopfPeering",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "MutatingWebhookConfiguration",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "Service",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+
+
+def test_deployment_runs_two_peered_replicas() -> None:
+    deployment = only(default_render(), "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == [
+        "run",
+        "--peering=heatshift",
+        "--metrics-port=8080",
+        "--health-port=8081",
+        "--webhook-port=9443",
+        "--webhook-cert-dir=/etc/heatshift/webhook",
+    ]
+    assert container["image"] == "heatshift/heatshift:0.1.0"
+    peering = only(default_render(), "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "heatshift"
+
+
+def test_pods_are_locked_down() -> None:
+    spec = only(default_render(), "Deployment")["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = spec["containers"]
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert spec["serviceAccountName"] == "heatshift"
+
+
+def test_cluster_role_grants_exactly_what_the_operator_calls() -> None:
+    role = only(default_render(), "ClusterRole")
+    assert rules(role) == CLUSTER_RULES
+    binding = only(default_render(), "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "heatshift", "namespace": NAMESPACE}
+    ]
+
+
+def test_secrets_are_readable_in_one_namespace_only() -> None:
+    role = only(default_render(), "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert rules(role) == {("", "secrets", "get")}
+    assert not any(r[1] == "secrets" for r in rules(only(default_render(), "ClusterRole")))
+    elsewhere = render(
+        {
+            "metering": {
+                "secretNamespace": "metering",
+                "tokenSecret": {"create": False, "name": "heatshift-metering", "token": ""},
+            }
+        }
+    )
+    assert only(elsewhere, "Role")["metadata"]["namespace"] == "metering"
+    assert only(elsewhere, "RoleBinding")["metadata"]["namespace"] == "metering"
+
+
+def test_webhook_ignores_failures_and_trusts_its_generated_ca() -> None:
+    objs = default_render()
+    config = only(objs, "MutatingWebhookConfiguration")
+    hooks = {h["name"]: h for h in config["webhooks"]}
+    assert set(hooks) == {"jobs.hold.heatshift.dev", "pods.hold.heatshift.dev"}
+    secret = only(objs, "Secret", "heatshift-webhook-tls")
+    ca = base64.b64decode(secret["data"]["ca.crt"])
+    assert ca.startswith(b"-----BEGIN CERTIFICATE-----")
+    assert base64.b64decode(secret["data"]["tls.key"]).startswith(b"-----BEGIN RSA PRIVATE KEY")
+    for name, path, resource in [
+        ("jobs.hold.heatshift.dev", "/hold-jobs", "jobs"),
+        ("pods.hold.heatshift.dev", "/hold-pods", "pods"),
+    ]:
+        hook = hooks[name]
+        assert hook["failurePolicy"] == "Ignore"
+        assert hook["sideEffects"] == "None"
+        assert hook["clientConfig"]["service"] == {
+            "name": "heatshift-webhook",
+            "namespace": NAMESPACE,
+            "path": path,
+            "port": 443,
+        }
+        assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca
+        assert hook["rules"][0]["resources"] == [resource]
+        assert hook["rules"][0]["operations"] == ["CREATE"]
+        excluded = hook["namespaceSelector"]["matchExpressions"][0]
+        assert excluded["operator"] == "NotIn"
+        assert {"kube-system", NAMESPACE} <= set(excluded["values"])
+    service = only(objs, "Service", "heatshift-webhook")
+    assert service["spec"]["ports"][0]["targetPort"] == "webhook"
+
+
+def test_dashboard_is_valid_grafana_json() -> None:
+    config_map = only(default_render(), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["heatshift.json"])
+    assert dashboard["uid"] == "heatshift"
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert exprs and all("heatshift_" in e for e in exprs)
+
+
+def test_dashboard_queries_series_that_exist() -> None:
+    """Every ``heatshift_*`` series the dashboard plots is one the operator or meter exports."""
+    sources = (ROOT / "operator" / "heatshift" / "metrics.py").read_text() + (
+        ROOT / "operator" / "heatshift" / "metering" / "server.py"
+    ).read_text()
+    plotted = set(
+        re.findall(r"heatshift_[a-z_]+", (CHART / "files" / "dashboard.json").read_text())
+    )
+    assert plotted
+    for series in plotted:
+        # Counters are named without _total in code; histograms are plotted by their _bucket.
+        base = re.sub(r"_(total|bucket|sum|count)$", "", series)
+        base = base.replace("heatshift_meter_", "")
+        assert base in sources, f"the dashboard plots {series}, which nothing exports"
+
+
+# --- other values --------------------------------------------------------------------------------
+
+
+def test_namespaced_operator_peers_and_holds_in_its_namespaces() -> None:
+    objs = render({"watchNamespaces": ["batch-a", "batch-b"]})
+    (container,) = only(objs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--namespace=batch-a" in container["args"]
+    assert "--namespace=batch-b" in container["args"]
+    peerings = [o for o in objs if o["kind"] == "KopfPeering"]
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["batch-a", "batch-b"]
+    roles = [o for o in objs if o["kind"] == "Role" and o["metadata"]["name"].endswith("-peering")]
+    assert [rules(r) for r in roles] == [
+        set(grant("kopf.dev", ["kopfpeerings"], ["get", "list", "watch", "patch"]))
+    ] * 2
+
+
+def test_standalone_single_replica_has_no_peering() -> None:
+    objs = render({"replicaCount": 1, "peering": {"name": "heatshift", "standalone": True}})
+    assert "ClusterKopfPeering" not in kinds(objs)
+    assert "PodDisruptionBudget" not in kinds(objs)
+    (container,) = only(objs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--standalone" in container["args"]
+    assert not any(r[0] == "kopf.dev" for r in rules(only(objs, "ClusterRole")))
+
+
+def test_cert_manager_issues_the_webhook_certificate() -> None:
+    objs = render(
+        {
+            "webhook": {
+                "enabled": True,
+                "port": 9443,
+                "timeoutSeconds": 5,
+                "certManager": {"enabled": True},
+            }
+        }
+    )
+    certificate = only(objs, "Certificate")
+    assert certificate["spec"]["secretName"] == "heatshift-webhook-tls"
+    assert certificate["spec"]["issuerRef"] == {"name": "heatshift-selfsigned", "kind": "Issuer"}
+    assert "heatshift.heatshift-webhook.svc" not in certificate["spec"]["dnsNames"]
+    assert "heatshift-webhook.heatshift-system.svc" in certificate["spec"]["dnsNames"]
+    config = only(objs, "MutatingWebhookConfiguration")
+    assert config["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": f"{NAMESPACE}/heatshift-webhook"
+    }
+    assert all("caBundle" not in h["clientConfig"] for h in config["webhooks"])
+    assert not [o for o in objs if o["kind"] == "Secret"]
+
+
+def test_external_webhook_url_for_an_operator_outside_the_cluster() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    objs = render(
+        {
+            "replicaCount": 0,
+            "webhook": {
+                "enabled": True,
+                "port": 9443,
+                "timeoutSeconds": 5,
+                "externalURL": "https://127.0.0.1:9443/",
+                "caBundle": pem,
+            },
+        }
+    )
+    config = only(objs, "MutatingWebhookConfiguration")
+    assert [h["clientConfig"]["url"] for h in config["webhooks"]] == [
+        "https://127.0.0.1:9443/hold-jobs",
+        "https://127.0.0.1:9443/hold-pods",
+    ]
+    assert all(
+        base64.b64decode(h["clientConfig"]["caBundle"]).decode() == pem for h in config["webhooks"]
+    )
+    (container,) = only(objs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert not any(a.startswith("--webhook") for a in container["args"])
+
+
+def test_metering_token_secret_and_service_monitor() -> None:
+    objs = render(
+        {
+            "metering": {"tokenSecret": {"create": True, "name": "bms-token", "token": "s3cret"}},
+            "metrics": {
+                "port": 8080,
+                "service": {"enabled": True, "port": 8080},
+                "serviceMonitor": {
+                    "enabled": True,
+                    "interval": "15s",
+                    "labels": {"release": "kube-prometheus"},
+                },
+            },
+        }
+    )
+    secret = only(objs, "Secret", "bms-token")
+    assert base64.b64decode(secret["data"]["token"]) == b"s3cret"
+    monitor = only(objs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s"}
+    ]
+
+
+# --- values the chart refuses --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param({"replicas": 3}, "additional properties 'replicas' not allowed", id="typo"),
+        pytest.param({"replicaCount": -1}, "replicaCount", id="negative-replicas"),
+        pytest.param({"replicaCount": "two"}, "replicaCount", id="replicas-not-a-number"),
+        pytest.param(
+            {"image": {"repository": "x", "tag": "", "pullPolicy": "Sometimes"}},
+            "pullPolicy",
+            id="pull-policy",
+        ),
+        pytest.param(
+            {"peering": {"name": "heatshift", "standalone": True}},
+            "/replicaCount': value must be 1",
+            id="standalone-with-two-replicas",
+        ),
+        pytest.param(
+            {"peering": {"name": "Heat_Shift", "standalone": False}},
+            "/peering/name",
+            id="peering-name",
+        ),
+        pytest.param(
+            {"webhook": {"enabled": True, "port": 9443, "timeoutSeconds": 60}},
+            "timeoutSeconds",
+            id="webhook-timeout",
+        ),
+        pytest.param(
+            {
+                "webhook": {
+                    "enabled": True,
+                    "port": 9443,
+                    "timeoutSeconds": 5,
+                    "failurePolicy": "Fail",
+                }
+            },
+            "additional properties 'failurePolicy' not allowed",
+            id="failure-policy",
+        ),
+        pytest.param(
+            {
+                "webhook": {
+                    "enabled": True,
+                    "port": 9443,
+                    "timeoutSeconds": 5,
+                    "externalURL": "http://127.0.0.1:9443",
+                    "caBundle": "x",
+                }
+            },
+            "externalURL",
+            id="plain-http-webhook",
+        ),
+        pytest.param(
+            {
+                "webhook": {
+                    "enabled": True,
+                    "port": 9443,
+                    "timeoutSeconds": 5,
+                    "externalURL": "https://127.0.0.1:9443",
+                }
+            },
+            "caBundle",
+            id="external-webhook-without-ca",
+        ),
+        pytest.param(
+            {
+                "metrics": {
+                    "port": 70000,
+                    "service": {"enabled": True, "port": 8080},
+                    "serviceMonitor": {"enabled": False},
+                }
+            },
+            "/metrics/port",
+            id="metrics-port",
+        ),
+        pytest.param({"watchNamespaces": ["Not A Namespace"]}, "watchNamespaces", id="namespace"),
+        pytest.param(
+            {"metering": {"tokenSecret": {"create": True, "name": "t", "token": ""}}},
+            "metering.tokenSecret.token is required",
+            id="token-secret-without-token",
+        ),
+    ],
+)
+def test_bad_values_fail_with_a_clear_message(values: Obj, message: str) -> None:
+    result = render_result(values)
+    assert result.returncode != 0, f"rendered with {values}"
+    assert message in result.stderr, result.stderr
