@@ -735,6 +735,9 @@ class Heatshift:
                 str(FIXTURES / "scenario.yaml"),
                 "--port",
                 str(self.metering_port),
+                # Tanks heat from the pods actually running on each site's nodes.
+                "--kubeconfig",
+                str(self.cluster.admin.kubeconfig),
             ],
             self.work / "logs" / "metering.log",
         ).start()
