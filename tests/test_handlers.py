@@ -75,3 +75,15 @@ def test_replicas_started_alike_do_not_tie_for_peering_priority() -> None:
     alike = handlers.RunOptions()
     assert len({handlers.peering_priority(alike) for _ in range(20)}) == 20
     assert handlers.peering_priority(handlers.RunOptions(priority=7)) == 7
+
+
+def test_in_a_pod_the_service_account_token_file_is_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("sa-token\n")
+    monkeypatch.setattr(handlers, "SERVICE_ACCOUNT_TOKEN", str(token_file))
+    in_pod = kopf.ConnectionInfo(server="https://10.0.0.1", token="sa-token")
+    from_kubeconfig = kopf.ConnectionInfo(server="https://10.0.0.1", token="user-token")
+    assert handlers.connection(in_pod).token_path == str(token_file)
+    assert handlers.connection(from_kubeconfig).token_path is None

@@ -166,3 +166,27 @@ def test_a_client_that_cannot_set_up_tls_leaves_nothing_behind(
     with pytest.raises(ssl.SSLError):
         client.Client(conn)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.asyncio
+async def test_a_rotated_service_account_token_is_read_again(
+    server: tuple[str, Recorder], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, seen = server
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n")
+    conn = client.Connection(server=url, token="first", token_path=str(token_file))
+    async with client.Client(conn) as api:
+        await api.patch("/x", {})
+        token_file.write_text("second\n")  # the kubelet rotated it
+        await api.patch("/x", {})  # within the re-read interval: still the first
+        monkeypatch.setattr(client, "TOKEN_REREAD_S", 0.0)
+        await api.patch("/x", {})
+        token_file.unlink()  # unreadable: keep the last one
+        await api.patch("/x", {})
+    assert [r["auth"] for r in seen.requests] == [
+        "Bearer first",
+        "Bearer first",
+        "Bearer second",
+        "Bearer second",
+    ]

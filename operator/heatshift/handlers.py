@@ -116,11 +116,19 @@ def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     return info
 
 
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
 def connection(info: kopf.ConnectionInfo) -> client.Connection:
     """Kopf's connection info as heatshift's own client wants it."""
 
     def text(value: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None) -> str | None:
         return None if value is None else os.fsdecode(value)
+
+    # In a pod the kubelet rotates the service-account token: keep re-reading the file.
+    token_path = None
+    if info.token and _token_file_holds(SERVICE_ACCOUNT_TOKEN, info.token):
+        token_path = SERVICE_ACCOUNT_TOKEN
 
     return client.Connection(
         server=info.server,
@@ -133,7 +141,15 @@ def connection(info: kopf.ConnectionInfo) -> client.Connection:
         certificate_data=info.certificate_data,
         private_key_path=text(info.private_key_path),
         private_key_data=info.private_key_data,
+        token_path=token_path,
     )
+
+
+def _token_file_holds(path: str, token: str) -> bool:
+    try:
+        return Path(path).read_text().strip() == token
+    except OSError:
+        return False
 
 
 @kopf.on.login()

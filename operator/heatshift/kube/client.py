@@ -15,8 +15,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import ssl
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +31,10 @@ JsonObject = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
 DEFAULT_TIMEOUT_S = 15.0
+TOKEN_REREAD_S = 60.0
+"""How often a rotated token file is read again."""
+
+log = logging.getLogger(__name__)
 
 
 class KubeAPIError(Exception):
@@ -105,6 +111,9 @@ class Connection:
     certificate_data: str | bytes | None = None
     private_key_path: str | None = None
     private_key_data: str | bytes | None = None
+    token_path: str | None = None
+    """A file the token is re-read from (a pod's service-account token, which the kubelet
+    rotates); it then replaces ``token``."""
 
 
 def as_pem(data: str | bytes) -> str:
@@ -162,6 +171,8 @@ class Client:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = headers
         self._session: aiohttp.ClientSession | None = None
+        self._token = conn.token
+        self._token_read_at = time.monotonic()
 
     async def __aenter__(self) -> Client:
         return self
@@ -180,6 +191,21 @@ class Client:
             self._session = None
         self._scratch.cleanup()
 
+    def _current_token(self) -> str | None:
+        """The rotated service-account token, re-read at most every TOKEN_REREAD_S."""
+        path = self.connection.token_path
+        if path is None:
+            return None
+        now = time.monotonic()
+        if self._token is None or now - self._token_read_at >= TOKEN_REREAD_S:
+            try:
+                self._token = Path(path).read_text().strip() or self._token
+            except OSError as err:
+                # Keep the last token: the API server says if it has really expired.
+                log.warning("cannot re-read the token at %s: %s", path, err)
+            self._token_read_at = now
+        return self._token
+
     def _http(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be born inside the running event loop.
         if self._session is None:
@@ -197,6 +223,9 @@ class Client:
     ) -> JsonObject:
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else {}
+        token = self._current_token()
+        if token:
+            headers["Authorization"] = f"{self.connection.scheme or 'Bearer'} {token}"
         url = self._base + path
         try:
             async with self._http().request(
