@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from heatshift import bench, durations
+from heatshift import argtypes, bench, durations
 from heatshift import metrics as metrics_mod
 from heatshift.kube import client as kube_client
 from heatshift.kube import cycle as cycle_mod
@@ -40,39 +40,6 @@ EXIT_FAILURE = 1
 """Something outside the input failed (e.g. the cluster could not be read)."""
 EXIT_USAGE = 2
 """Bad input (arguments, scenario file): the same status argparse uses."""
-
-
-def _duration(text: str) -> float:
-    """argparse type: a positive Go-style duration (``15m``, ``1h30m``) in seconds."""
-    try:
-        seconds = durations.parse_duration(text)
-    except durations.DurationError:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration like 15m, 2s or 1h30m, got {text!r}"
-        ) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive duration, got {text!r}")
-    return seconds
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 class _Progress:
@@ -333,13 +300,13 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="draw heat and tanks to a PNG")
     p.add_argument(
         "--replan-every",
-        type=_duration,
+        type=argtypes.positive_duration,
         metavar="DURATION",
         help="how often the policy decides, e.g. 15m or 1h (default: every scenario step)",
     )
     p.add_argument(
         "--horizon",
-        type=_duration,
+        type=argtypes.positive_duration,
         default=24 * 3600.0,
         metavar="DURATION",
         help="planning horizon, also how far the oracle sees ahead (default: 24h)",
@@ -356,15 +323,19 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Generate a seeded snapshot (N pending jobs, M sites) and time the "
         "production planner's decide() on it.",
     )
-    planner.add_argument("--jobs", type=_count, required=True, metavar="N")
-    planner.add_argument("--sites", type=_positive_int, required=True, metavar="M")
-    planner.add_argument("--horizon", type=_duration, default=24 * 3600.0, metavar="DURATION")
-    planner.add_argument("--step", type=_duration, default=15 * 60.0, metavar="DURATION")
+    planner.add_argument("--jobs", type=argtypes.count, required=True, metavar="N")
+    planner.add_argument("--sites", type=argtypes.positive_int, required=True, metavar="M")
+    planner.add_argument(
+        "--horizon", type=argtypes.positive_duration, default=24 * 3600.0, metavar="DURATION"
+    )
+    planner.add_argument(
+        "--step", type=argtypes.positive_duration, default=15 * 60.0, metavar="DURATION"
+    )
     planner.add_argument("--seed", type=int, default=0)
-    planner.add_argument("--repeat", type=_positive_int, default=5, metavar="R")
+    planner.add_argument("--repeat", type=argtypes.positive_int, default=5, metavar="R")
     planner.add_argument(
         "--time-limit",
-        type=_duration,
+        type=argtypes.positive_duration,
         default=2.0,
         metavar="DURATION",
         help="the solver's wall-clock limit per plan (default: 2s)",
@@ -383,13 +354,6 @@ def _add_metering_sim(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     metering_server.add_arguments(p)
     p.set_defaults(handler=metering_server.run_from_args)
-
-
-def _port(text: str) -> int:
-    value = _count(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number up to 65535, got {text!r}")
-    return value
 
 
 def _add_cluster_arguments(p: argparse.ArgumentParser, verb: str) -> None:
@@ -439,21 +403,21 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_cluster_arguments(p, "manage")
     p.add_argument(
         "--metrics-port",
-        type=_port,
+        type=argtypes.port,
         default=8080,
         metavar="PORT",
         help="serve Prometheus metrics at /metrics on this port; 0 disables (default: 8080)",
     )
     p.add_argument(
         "--health-port",
-        type=_port,
+        type=argtypes.port,
         default=8081,
         metavar="PORT",
         help="serve the liveness probe at /healthz on this port; 0 disables (default: 8081)",
     )
     p.add_argument(
         "--webhook-port",
-        type=_port,
+        type=argtypes.port,
         default=9443,
         metavar="PORT",
         help="HTTPS port of the admission webhook server (default: 9443)",

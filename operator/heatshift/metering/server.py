@@ -53,7 +53,7 @@ from aiohttp import web
 from prometheus_client import exposition, metrics_core
 from prometheus_client import registry as prom_registry
 
-from heatshift import durations, model, thermal
+from heatshift import argtypes, model, thermal
 from heatshift.kube import client as kube_client
 from heatshift.metering import readings
 from heatshift.sim import scenario as scenario_mod
@@ -613,38 +613,6 @@ async def serve(
         await (stop if stop is not None else asyncio.Event()).wait()
 
 
-def _duration(text: str) -> float:
-    try:
-        seconds = durations.parse_duration(text)
-    except durations.DurationError:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration like 0s, 15m or 24h, got {text!r}"
-        ) from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError(f"expected a duration >= 0, got {text!r}")
-    return seconds
-
-
-def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``heatshift metering-sim``."""
     parser.add_argument(
@@ -658,13 +626,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--port",
-        type=_port,
+        type=argtypes.port,
         default=DEFAULT_PORT,
         help=f"port to bind, 0 for any free one (default: {DEFAULT_PORT})",
     )
     parser.add_argument(
         "--speed",
-        type=_speed,
+        type=argtypes.positive_number,
         default=1.0,
         help="scenario seconds per wall-clock second, e.g. 60 plays an hour a minute (default: 1)",
     )
@@ -675,14 +643,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--start-at",
-        type=_duration,
+        type=argtypes.duration_or_zero,
         default=0.0,
         metavar="DURATION",
         help="scenario time to start at, e.g. 48h (default: 0s)",
     )
     parser.add_argument(
         "--forecast-horizon",
-        type=_duration,
+        type=argtypes.duration_or_zero,
         default=0.0,
         metavar="DURATION",
         help="include the scenario's demand this far ahead as a forecast, e.g. 24h "
