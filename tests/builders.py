@@ -6,6 +6,24 @@ from heatshift import model
 
 HOUR = 3600.0
 
+# One result of `heatshift simulate --json`, in order (the output format).
+SIMULATE_RESULT_KEYS = [
+    "policy",
+    "useful_heat_kwh",
+    "recoverable_heat_kwh",
+    "dumped_heat_kwh",
+    "boiler_heat_kwh",
+    "demand_kwh",
+    "heat_reuse_ratio",
+    "deadline_misses",
+    "jobs_total",
+    "jobs_completed",
+    "jobs_unschedulable",
+    "mean_wait_s",
+    "plan_seconds_p50",
+    "plan_seconds_max",
+]
+
 
 def site(
     name: str,

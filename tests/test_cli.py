@@ -18,6 +18,8 @@ from heatshift.planner import policies
 from heatshift.sim import engine, report
 from heatshift.sim import scenario as scenario_mod
 
+import builders
+
 SCENARIO = """\
 apiVersion: heatshift.dev/v1alpha1
 kind: Scenario
@@ -86,22 +88,7 @@ def test_simulate_json_reports_every_policy(
     assert doc["scenario"] == "tiny"
     assert [r["policy"] for r in doc["results"]] == ["default", "greedy"]
     for metrics in doc["results"]:
-        assert list(metrics) == [
-            "policy",
-            "useful_heat_kwh",
-            "recoverable_heat_kwh",
-            "dumped_heat_kwh",
-            "boiler_heat_kwh",
-            "demand_kwh",
-            "heat_reuse_ratio",
-            "deadline_misses",
-            "jobs_total",
-            "jobs_completed",
-            "jobs_unschedulable",
-            "mean_wait_s",
-            "plan_seconds_p50",
-            "plan_seconds_max",
-        ]
+        assert list(metrics) == builders.SIMULATE_RESULT_KEYS
         assert metrics["jobs_total"] == 5
         assert metrics["jobs_unschedulable"] == 1
         # 1.5 kW for 30 min, 3 kW for 30 min, then 0.5 kW; plus 2 kW for 2 h.

@@ -21,23 +21,6 @@ import builders
 HOUR = 3600.0
 STEP = 900.0
 
-METRIC_KEYS = [
-    "policy",
-    "useful_heat_kwh",
-    "recoverable_heat_kwh",
-    "dumped_heat_kwh",
-    "boiler_heat_kwh",
-    "demand_kwh",
-    "heat_reuse_ratio",
-    "deadline_misses",
-    "jobs_total",
-    "jobs_completed",
-    "jobs_unschedulable",
-    "mean_wait_s",
-    "plan_seconds_p50",
-    "plan_seconds_max",
-]
-
 
 # --- builders -----------------------------------------------------------------------
 
@@ -526,7 +509,7 @@ def test_metrics_have_exactly_the_documented_keys() -> None:
         make_scenario([quiet_site()], [job("j")], demand={"a": 1.0}), StartAllAt("a")
     )
     metrics = result.metrics()
-    assert list(metrics) == METRIC_KEYS
+    assert list(metrics) == builders.SIMULATE_RESULT_KEYS
     assert metrics["policy"] == "start-all"
     assert metrics["heat_reuse_ratio"] == pytest.approx(
         result.sites["a"].delivered_kwh / result.sites["a"].recovered_kwh
