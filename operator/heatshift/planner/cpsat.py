@@ -288,7 +288,7 @@ def _heat_balance(
 def _produced_wh(p: planner_problem.Problem, o: planner_problem.StartOption) -> float:
     """Heat one job of option ``o`` recovers inside the horizon, Wh."""
     bucket = p.buckets[o.bucket]
-    seconds = sum(bucket.heat_seconds[k] for k in range(o.slot, bucket.last_slot[o.slot] + 1))
+    seconds = sum(bucket.heat_seconds[k] for k in bucket.running_slots(o.slot))
     return o.heat_watts * seconds / 3600.0
 
 

@@ -34,8 +34,7 @@ def _unmet_demand_wh(site: planner_problem.SiteSlots) -> list[float]:
 
 def heat_seeking_counts(p: planner_problem.Problem) -> list[int]:
     """Per option, how many jobs start there in the starting plan."""
-    slots = p.grid.slots
-    used = [[[0, 0, 0] for _ in range(slots)] for _ in p.sites]
+    used = [[[0, 0, 0] for _ in range(p.grid.slots)] for _ in p.sites]
     unmet = [_unmet_demand_wh(site) for site in p.sites]
     counts = [0] * len(p.options)
     by_class: dict[int, list[int]] = {}
@@ -45,10 +44,7 @@ def heat_seeking_counts(p: planner_problem.Problem) -> list[int]:
     useful_w = (p.useful_heat_weight + p.dumped_heat_weight) / 1000.0
     dumped_w = p.dumped_heat_weight / 1000.0
     horizon_h = (p.grid.end_s - p.grid.now_s) / 3600.0
-    footprint = {
-        (o.bucket, o.slot): range(o.slot, p.buckets[o.bucket].last_slot[o.slot] + 1)
-        for o in p.options
-    }
+    footprint = {(o.bucket, o.slot): p.buckets[o.bucket].running_slots(o.slot) for o in p.options}
     order = sorted(by_class, key=lambda c: (not p.classes[c].must_start_in_horizon, c))
     for c in order:
         data = p.classes[c]

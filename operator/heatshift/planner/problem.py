@@ -74,6 +74,10 @@ class Bucket:
     heat_seconds: tuple[int, ...]  # per slot k: seconds of a slot a running job fills
     last_slot: tuple[int, ...]  # per start slot j: the last slot such a job runs in
 
+    def running_slots(self, start: int) -> range:
+        """The slots a job of this bucket started at slot ``start`` runs in."""
+        return range(start, self.last_slot[start] + 1)
+
 
 @dataclass(frozen=True, slots=True)
 class ClassData:
