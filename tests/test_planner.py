@@ -7,6 +7,8 @@ late, every urgent job starts now, plans are deterministic.
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +23,14 @@ FAST = PlannerConfig(time_limit_s=1.0)
 # deterministic limit, not the clock, must be what ends each search.
 REPEATABLE = PlannerConfig(time_limit_s=30.0, search_effort=FAST.deterministic_time)
 STEP = FAST.step_s
+# Two-hour slots from now on: short jobs run in lanes inside a slot.
+COARSE = PlannerConfig(time_limit_s=1.0, fine_span_s=0, coarse_step_s=2 * 3600.0)
+# The list schedule alone, coarsened from a handful of jobs on.
+LIST_SCHEDULED = COARSE.model_copy(
+    update={"max_start_variables": 0, "max_list_schedule_options": 100}
+)
+# Every way the heat-aware planner can make a plan, beside the policies themselves.
+PLANNER_SETTINGS = (COARSE, LIST_SCHEDULED)
 
 
 @st.composite
@@ -110,6 +120,8 @@ def test_capacity_and_allowed_sites_always_hold(snapshot: model.Snapshot) -> Non
     for name in policies.POLICY_NAMES:
         plan = policies.make_policy(name, FAST).decide(snapshot)
         assert_sound(snapshot, plan, allow_late=True)
+    for cfg in PLANNER_SETTINGS:
+        assert_sound(snapshot, heataware.plan(snapshot, cfg), allow_late=True)
 
 
 @settings(max_examples=25)
@@ -118,15 +130,30 @@ def test_no_deadline_is_missed_when_capacity_allows(snapshot: model.Snapshot) ->
     for name in policies.POLICY_NAMES:
         plan = policies.make_policy(name, FAST).decide(snapshot)
         assert_sound(snapshot, plan, allow_late=False)
+    for cfg in PLANNER_SETTINGS:
+        assert_sound(snapshot, heataware.plan(snapshot, cfg), allow_late=False)
 
 
 @settings(max_examples=10)
 @given(fleets())
 def test_plans_are_deterministic_for_a_seed(snapshot: model.Snapshot) -> None:
-    first = heataware.plan(snapshot, REPEATABLE)
-    second = heataware.plan(snapshot, REPEATABLE)
-    assert first.placements == second.placements
-    assert first.status == second.status
+    for cfg in (REPEATABLE, LIST_SCHEDULED):
+        first = heataware.plan(snapshot, cfg)
+        second = heataware.plan(snapshot, cfg)
+        assert first.placements == second.placements
+        assert first.status == second.status
+
+
+@settings(max_examples=10)
+@given(fleets(), st.randoms(use_true_random=False))
+def test_plans_do_not_depend_on_the_order_jobs_are_listed_in(
+    snapshot: model.Snapshot, rng: random.Random
+) -> None:
+    shuffled = list(snapshot.pending)
+    rng.shuffle(shuffled)
+    reordered = snapshot.model_copy(update={"pending": tuple(shuffled)})
+    for cfg in (REPEATABLE, LIST_SCHEDULED):
+        assert heataware.plan(snapshot, cfg).placements == heataware.plan(reordered, cfg).placements
 
 
 def test_jobs_go_where_heat_is_wanted() -> None:
@@ -220,7 +247,7 @@ def test_a_solver_out_of_time_still_gives_a_sound_plan() -> None:
     assert_sound(snapshot, plan, allow_late=False)
 
 
-def test_large_snapshots_are_coarsened_to_the_budget() -> None:
+def _large_snapshot() -> model.Snapshot:
     sites = [b.site(f"s{i}", gpu=64, cpu=512, memory_gib=2048) for i in range(12)]
     states = [
         b.state(s.name, demand_kw=10 + i, forecast=[10.0 + i] * 96) for i, s in enumerate(sites)
@@ -229,10 +256,60 @@ def test_large_snapshots_are_coarsened_to_the_budget() -> None:
         b.job(f"j{i}", gpu=i % 3, hours=0.5 + i % 7, deadline_h=1 + i % 20, priority=i % 4)
         for i in range(400)
     ]
-    snapshot = b.snapshot(sites, states, jobs)
-    plan = heataware.plan(snapshot, PlannerConfig(time_limit_s=2.0, max_start_variables=2000))
+    return b.snapshot(sites, states, jobs)
+
+
+def test_a_snapshot_over_the_solver_budget_is_list_scheduled() -> None:
+    snapshot = _large_snapshot()
+    plan = heataware.plan(snapshot, PlannerConfig(max_start_variables=2000))
     assert_sound(snapshot, plan, allow_late=False)
-    assert any("classes" in n for n in plan.notes)
+    assert plan.status is model.SolveStatus.HEURISTIC
+    assert any("list schedule" in n for n in plan.notes)
+    assert len(plan.placements) == len(snapshot.pending)
+
+
+def test_a_snapshot_over_the_list_budget_is_coarsened_to_it() -> None:
+    snapshot = _large_snapshot()
+    cfg = PlannerConfig(max_start_variables=2000, max_list_schedule_options=2000)
+    plan = heataware.plan(snapshot, cfg)
+    assert_sound(snapshot, plan, allow_late=False)
+    note = next(n for n in plan.notes if "classes" in n)
+    assert int(note.rsplit(": ", 1)[1].split()[0]) <= 2000, note
+
+
+def test_short_jobs_share_a_long_slot_one_after_another() -> None:
+    # One GPU and two-hour slots: held one per slot, six half-hour jobs would need six
+    # slots; run back to back in a lane they need two, all within the 4 h horizon.
+    sites = [b.site("pool", gpu=1, cpu=4, memory_gib=16, tank_kwh=0)]
+    states = [b.state("pool", demand_kw=30.0, forecast=[30.0] * 96)]
+    jobs = [b.job(f"j{i}", gpu=1, cpu=1, hours=0.5, deadline_h=6) for i in range(6)]
+    snapshot = b.snapshot(sites, states, jobs)
+    plan = heataware.plan(snapshot, COARSE.model_copy(update={"horizon_s": 4 * 3600.0}))
+    assert_sound(snapshot, plan, allow_late=False)
+    assert sorted(p.start_s / 3600 for p in plan.placements) == [0, 0.5, 1, 1.5, 2, 2.5]
+
+
+def test_the_list_schedule_runs_short_jobs_in_lanes_too() -> None:
+    # Short jobs on one GPU, list-scheduled: held one per two-hour slot, at most 12
+    # could run in the day.
+    sites = [b.site("pool", gpu=1, cpu=4, memory_gib=16, tank_kwh=0)]
+    states = [b.state("pool", demand_kw=30.0, forecast=[30.0] * 96)]
+    jobs = [
+        b.job(
+            f"j{i}",
+            gpu=1,
+            cpu=1 + i % 2,
+            hours=(0.25, 0.5)[i // 2 % 2],
+            deadline_h=30,
+            priority=i // 4 % 4,
+        )
+        for i in range(32)
+    ]
+    snapshot = b.snapshot(sites, states, jobs)
+    plan = heataware.plan(snapshot, LIST_SCHEDULED)
+    assert plan.status is model.SolveStatus.HEURISTIC
+    assert_sound(snapshot, plan, allow_late=False)
+    assert len(plan.starting_before(24 * 3600.0)) > 12
 
 
 def test_the_starting_plan_alone_already_seeks_heat() -> None:

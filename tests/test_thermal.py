@@ -111,3 +111,22 @@ def test_demand_is_capped_at_the_offtaker_rating() -> None:
     assert thermal.capped_demand_kw(site, 35.0) == 20.0
     assert thermal.capped_demand_kw(site, float("nan")) == 0.0
     assert thermal.capped_demand_kw(site, -3.0) == 0.0
+
+
+@given(
+    st.lists(st.floats(0, 100), min_size=1, max_size=20),
+    st.floats(-1e6, 1e6),
+    st.sampled_from([60.0, 900.0, 3600.0]),
+    st.data(),
+)
+def test_a_demand_mean_over_whole_samples_weighs_each_equally(
+    kw: list[float], start_s: float, step_s: float, data: st.DataObject
+) -> None:
+    series = model.DemandSeries(start_s=start_s, step_s=step_s, kw=tuple(kw))
+    first = data.draw(st.integers(0, len(kw) - 1))
+    count = data.draw(st.integers(1, len(kw) - first))
+    t0 = start_s + first * step_s
+    mean = series.mean_over(t0, t0 + count * step_s)
+    assert mean == pytest.approx(sum(kw[first : first + count]) / count, rel=1e-9, abs=1e-9)
+    half = series.mean_over(t0, t0 + step_s / 2)
+    assert half == pytest.approx(kw[first], rel=1e-9, abs=1e-9)

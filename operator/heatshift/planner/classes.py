@@ -58,6 +58,10 @@ def duration_bucket(duration_s: float) -> int:
 
 COARSEST_LEVEL = 3
 
+# Deadline slots a coarsened class may have: geometric, so rounding a deadline down to
+# one costs at most a third of its slack (and nothing on an already coarse grid).
+_DEADLINE_STEPS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
 
 def _round_up_pow2(value: float) -> float:
     if value <= 0:
@@ -84,23 +88,25 @@ def build_classes(
 ) -> list[JobClass]:
     """Group ``jobs`` into classes on ``grid``, exactly (``level`` 0) or coarser.
 
-    Each level merges more, always conservatively: 1 rounds deadline slots down to
-    even slots; 2 also rounds them to fours, merges priorities (the class takes the
-    highest) and rounds shapes up; 3 rounds deadlines to eights and merges neighbouring
-    duration buckets (the class takes the longest duration).
+    Each level merges more, always conservatively: 1 rounds deadline slots down to a
+    geometric series (0, 1, 2, 3, 4, 6, 8, 12, ...); 2 also merges priorities (the class
+    takes the highest) and rounds shapes up; 3 also merges neighbouring duration buckets
+    (the class takes the longest duration).
     """
-    granularity = 2**level
     groups: dict[_ClassKey, list[model.JobRequest]] = defaultdict(list)
     shapes: dict[tuple[float, float, int], tuple[float, float, int]] = {}
-    now = grid.now_s
-    for job in jobs:
-        release_slot = grid.first_start_at_or_after(job.release_s if job.release_s > now else now)
-        if job.deadline_s >= grid.end_s:
-            deadline_slot = grid.slots  # may wait past the horizon: no start is forced
+    starts, slots, now, end = grid.starts, grid.slots, grid.now_s, grid.end_s
+    # Members join their class earliest deadline first, and classes are made in the
+    # order of their first member: both independent of the input order.
+    for job in sorted(jobs, key=_edf):
+        release = job.release_s if job.release_s > now else now
+        release_slot = bisect.bisect_left(starts, release - 1e-6, 0, slots)
+        if job.deadline_s >= end:
+            deadline_slot = slots  # may wait past the horizon: no start is forced
         else:
-            deadline_slot = grid.last_start_at_or_before(job.deadline_s)
-        if granularity > 1 and 0 < deadline_slot < grid.slots:
-            deadline_slot -= deadline_slot % granularity
+            deadline_slot = bisect.bisect_right(starts, job.deadline_s + 1e-6, 0, slots) - 1
+        if level >= 1 and 0 < deadline_slot < slots:
+            deadline_slot = _DEADLINE_STEPS[bisect.bisect_right(_DEADLINE_STEPS, deadline_slot) - 1]
         exact = job.resources.as_tuple()
         shape = shapes.get(exact)
         if shape is None:
@@ -120,18 +126,21 @@ def build_classes(
         )
         groups[key].append(job)
     classes: list[JobClass] = []
-    for key, members in sorted(groups.items(), key=lambda kv: _sort_key(kv[1])):
-        members.sort(key=lambda j: (j.deadline_s, -j.priority, j.release_s, j.id))
+    for key, members in groups.items():
         release_slot, deadline_slot = key[3], key[4]
         explicit = [j.power_watts for j in members if j.power_watts is not None]
         shape_cpu, shape_memory, shape_gpu = key[0]
+        durations = [j.duration_s for j in members]
         classes.append(
             JobClass(
                 index=len(classes),
-                resources=model.Resources(cpu=shape_cpu, memory_gib=shape_memory, gpu=shape_gpu),
+                # Built from validated jobs' figures: no need to validate again.
+                resources=model.Resources.model_construct(
+                    cpu=shape_cpu, memory_gib=shape_memory, gpu=shape_gpu
+                ),
                 power_watts=sum(explicit) / len(explicit) if explicit else None,
-                duration_s=max(j.duration_s for j in members),
-                mean_duration_s=sum(j.duration_s for j in members) / len(members),
+                duration_s=max(durations),
+                mean_duration_s=sum(durations) / len(durations),
                 release_slot=release_slot,
                 deadline_slot=deadline_slot,
                 allowed_sites=members[0].allowed_sites,
@@ -142,23 +151,18 @@ def build_classes(
     return classes
 
 
-def _sort_key(members: list[model.JobRequest]) -> tuple[float, str]:
-    # Deterministic class order (dict order depends on input order): by earliest member.
-    first = min(members, key=lambda j: (j.deadline_s, j.id))
-    return (first.deadline_s, first.id)
+def _edf(job: model.JobRequest) -> tuple[float, int, float, str]:
+    return (job.deadline_s, -job.priority, job.release_s, job.id)
 
 
 def assign_jobs(
-    job_class: JobClass, starts: Sequence[tuple[int, str, int]]
-) -> list[tuple[model.JobRequest, str, int]]:
-    """Hand out concrete jobs to ``(slot, site, count)`` starts: earliest deadline first.
+    job_class: JobClass, starts: Sequence[tuple[float, str]]
+) -> list[tuple[model.JobRequest, str, float]]:
+    """Hand out concrete jobs to ``(start_s, site)`` starts: earliest deadline first.
 
     Earliest starts get the earliest deadlines, so a job never starts later than a
     classmate whose deadline is later than its own.
     """
-    out: list[tuple[model.JobRequest, str, int]] = []
-    queue = iter(job_class.jobs)
-    for slot, site, count in sorted(starts):
-        for _ in range(count):
-            out.append((next(queue), site, slot))
-    return out
+    ordered = sorted(starts)
+    members = job_class.jobs[: len(ordered)]  # the solver never starts more than a class has
+    return [(job, site, start_s) for job, (start_s, site) in zip(members, ordered, strict=True)]

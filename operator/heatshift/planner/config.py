@@ -57,8 +57,13 @@ class PlannerConfig(model.Frozen):
     delay_weight: float = Field(default=1.0, ge=0)
     """Objective cost of one job-hour of waiting, times the job's priority (plus one)."""
 
-    max_start_variables: int = Field(default=6_000, ge=100)
-    """Budget of (class, site, start slot) decisions; bigger snapshots are coarsened."""
+    max_start_variables: int = Field(default=6_000, ge=0)
+    """Budget of (class, site, start slot) decisions for the solver. A snapshot over it
+    even with classes merged and start slots thinned is list-scheduled instead (0: every
+    snapshot is)."""
+
+    max_list_schedule_options: int = Field(default=30_000, ge=100)
+    """Budget of start options for a list-scheduled snapshot; bigger ones are coarsened."""
 
     @property
     def deterministic_time(self) -> float:

@@ -56,6 +56,26 @@ def _start_variables(m: cp_model.CpModel, p: planner_problem.Problem) -> list[cp
     return [m.new_int_var(0, o.max_count, f"x{i}") for i, o in enumerate(p.options)]
 
 
+def _capacity_holders(
+    m: cp_model.CpModel, p: planner_problem.Problem, x: list[cp_model.IntVar], hint: list[int]
+) -> tuple[list[cp_model.IntVar], list[int]]:
+    """Per option, what holds capacity: its job count, or for jobs run in lanes
+    (``per_lane`` > 1) the number of lanes, at least ``count / per_lane``."""
+    holders: list[cp_model.IntVar] = []
+    values: list[int] = []
+    for i, (o, var, count) in enumerate(zip(p.options, x, hint, strict=True)):
+        if o.per_lane <= 1:
+            holders.append(var)
+            values.append(count)
+            continue
+        lanes_hint = -(-count // o.per_lane)
+        lanes = _hinted(m, 0, -(-o.max_count // o.per_lane), f"lanes{i}", lanes_hint)
+        m.add(o.per_lane * lanes >= var)
+        holders.append(lanes)
+        values.append(lanes_hint)
+    return holders, values
+
+
 def _hinted(m: cp_model.CpModel, lo: int, hi: int, name: str, hint: int) -> cp_model.IntVar:
     var = m.new_int_var(lo, hi, name)
     m.add_hint(var, hint)
@@ -200,12 +220,13 @@ def _capacity(
     hint: list[int],
 ) -> None:
     """Jobs started at a site never use more than it has free in any slot they run in."""
+    holders, held = _capacity_holders(m, p, x, hint)
     for s, site in enumerate(p.sites):
         for r in range(3):
             if not p.binding[s][r]:
                 continue  # cannot run out even if every candidate job came here
             running = [
-                _running(m, p, x, ids, p.buckets[b], _units(p, r), f"c{s}_{b}_{r}", hint)[0]
+                _running(m, p, holders, ids, p.buckets[b], _units(p, r), f"c{s}_{b}_{r}", held)[0]
                 for (site_index, b), ids in groups.items()
                 if site_index == s
             ]
@@ -287,9 +308,7 @@ def _heat_balance(
 
 def _produced_wh(p: planner_problem.Problem, o: planner_problem.StartOption) -> float:
     """Heat one job of option ``o`` recovers inside the horizon, Wh."""
-    bucket = p.buckets[o.bucket]
-    seconds = sum(bucket.heat_seconds[k] for k in bucket.running_slots(o.slot))
-    return o.heat_watts * seconds / 3600.0
+    return o.heat_watts * p.buckets[o.bucket].counted_seconds[o.slot] / 3600.0
 
 
 def _objective(

@@ -113,8 +113,13 @@ def unschedulable(
     ok: list[model.JobRequest] = []
     bad: list[model.Unschedulable] = []
     names = {s.name for s in snapshot.sites}
+    # Jobs of one shape and allow-list share the answer: ask once per kind, not per job.
+    fits: dict[tuple[tuple[float, float, int], frozenset[str] | None], bool] = {}
     for job in snapshot.pending:
-        if fits_somewhere(job, snapshot.sites):
+        kind = (job.resources.as_tuple(), job.allowed_sites)
+        if kind not in fits:
+            fits[kind] = fits_somewhere(job, snapshot.sites)
+        if fits[kind]:
             ok.append(job)
             continue
         if job.allowed_sites is not None and not (job.allowed_sites & names):

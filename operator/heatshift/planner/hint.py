@@ -1,15 +1,16 @@
-"""The plan the solver starts from, and falls back to: heat-seeking list scheduling.
+"""Heat-seeking list scheduling: the plan the solver starts from and falls back to,
+and on snapshots too large for the solver's budget, the plan itself.
 
 Classes are taken earliest deadline first (those that must start in the horizon
 before those that may wait); each class's jobs go, a batch at a time, to the start
 option that scores best under the solver's own objective weights: heat an offtaker
 still wants in the slots the jobs run, minus the dump cost of the rest, minus delay.
-Capacity is respected slot by slot, so the result is always a feasible plan.
+Capacity is respected slot by slot (jobs run in lanes hold one share per lane), so
+the result is always a feasible plan.
 
 CP-SAT started from the earliest-start plan spends its budget undoing it (measured on
 the built-in scenario: the returned plan was the hint itself on every 300-job
-snapshot at a 2 s limit); started from here it only has to refine.
-"""
+snapshot at a 2 s limit); started from here it only has to refine."""
 
 from __future__ import annotations
 
@@ -45,53 +46,72 @@ def heat_seeking_counts(p: planner_problem.Problem) -> list[int]:
     dumped_w = p.dumped_heat_weight / 1000.0
     horizon_h = (p.grid.end_s - p.grid.now_s) / 3600.0
     footprint = {(o.bucket, o.slot): p.buckets[o.bucket].running_slots(o.slot) for o in p.options}
+    # Per option: the slots its jobs run in, and each job's heat in them (Wh; empty where
+    # heat is not valued).
+    runs = [footprint[(o.bucket, o.slot)] for o in p.options]
+    heats = [
+        [o.heat_watts * p.buckets[o.bucket].heat_seconds[k] / 3600.0 for k in run]
+        if p.sites[o.site].heat_valued
+        else []
+        for o, run in zip(p.options, runs, strict=True)
+    ]
     order = sorted(by_class, key=lambda c: (not p.classes[c].must_start_in_horizon, c))
     for c in order:
         data = p.classes[c]
         units = data.units
+        needs = [(r, u) for r, u in enumerate(units) if u]
         delay_w = p.delay_weight * (data.priority + 1)
         left = data.count
+        # Room only shrinks as jobs are placed, so an option that cannot take a job of
+        # this class now never will: it leaves the candidates for good.
+        live = by_class[c]
         while left > 0:
-            best: tuple[float, int, int, list[float]] | None = None  # score, option, fit, heat
-            for i in by_class[c]:
+            best: tuple[float, int, int] | None = None  # score, option, fit
+            still_live: list[int] = []
+            for i in live:
                 o = p.options[i]
-                run = footprint[(o.bucket, o.slot)]
+                run = runs[i]
                 site_used = used[o.site]
                 free = p.sites[o.site].free
-                fit = min(left, o.max_count - counts[i])
+                room = o.max_count  # more lanes than this never help
                 for k in run:
-                    for r in range(3):
-                        if units[r]:
-                            fit = min(fit, (free[k][r] - site_used[k][r]) // units[r])
+                    free_k, used_k = free[k], site_used[k]
+                    for r, u in needs:
+                        room = min(room, (free_k[r] - used_k[r]) // u)
+                lanes = -(-counts[i] // o.per_lane)
+                fit = min(left, o.max_count - counts[i], (lanes + room) * o.per_lane - counts[i])
                 if fit <= 0:
                     continue
+                still_live.append(i)
                 score = -delay_w * o.delay_hours
-                heat: list[float] = []
-                if p.sites[o.site].heat_valued:
-                    seconds = p.buckets[o.bucket].heat_seconds
-                    heat = [o.heat_watts * seconds[k] / 3600.0 for k in run]
+                heat = heats[i]
+                if heat:
                     want = unmet[o.site]
                     useful = sum(min(h, want[k]) for h, k in zip(heat, run, strict=True))
                     score += useful_w * useful - dumped_w * sum(heat)
                 if best is None or score > best[0]:
-                    best = (score, i, fit, heat)
+                    best = (score, i, fit)
+            live = still_live
             if best is None:
                 break  # no room anywhere: the solver's late (or deferred) count takes it
-            score, i, fit, heat = best
+            score, i, fit = best
             if not data.must_start_in_horizon and score < -delay_w * horizon_h:
                 break  # waiting past the horizon costs less than starting here
             o = p.options[i]
-            run = footprint[(o.bucket, o.slot)]
+            run = runs[i]
+            heat = heats[i]
             n = fit
             if heat and score > 0:
                 n = _worthwhile_batch(heat, [unmet[o.site][k] for k in run], fit)
+            new_lanes = -(-(counts[i] + n) // o.per_lane) - (-(-counts[i] // o.per_lane))
             counts[i] += n
             left -= n
-            for k, h in zip(run, heat or [0.0] * len(run), strict=True):
-                for r in range(3):
-                    used[o.site][k][r] += n * units[r]
-                if h:
-                    unmet[o.site][k] = max(0.0, unmet[o.site][k] - n * h)
+            site_used = used[o.site]
+            for j, k in enumerate(run):
+                for r, u in needs:
+                    site_used[k][r] += new_lanes * u
+                if heat:
+                    unmet[o.site][k] = max(0.0, unmet[o.site][k] - n * heat[j])
     return counts
 
 

@@ -60,6 +60,8 @@ class StartOption:
     slot: int
     bucket: int  # duration bucket: jobs of one bucket share running-count bookkeeping
     max_count: int
+    per_lane: int  # jobs that run one after another in one share of the slot's capacity
+    # (a "lane"); 1: every job starts at the slot's start and holds its share throughout
     heat_watts: int  # recovered heat per running job, W (see build_problem)
     delay_hours: float  # from now to the start
 
@@ -73,6 +75,7 @@ class Bucket:
     window_start: tuple[int, ...]  # per slot k
     heat_seconds: tuple[int, ...]  # per slot k: seconds of a slot a running job fills
     last_slot: tuple[int, ...]  # per start slot j: the last slot such a job runs in
+    counted_seconds: tuple[int, ...]  # per start slot j: heat_seconds over the slots it runs in
 
     def running_slots(self, start: int) -> range:
         """The slots a job of this bucket started at slot ``start`` runs in."""
@@ -116,6 +119,31 @@ def start_slots(first: int, last: int, stride: int) -> list[int]:
     return chosen
 
 
+def lanes_in_slot(
+    grid: planner_grid.Grid, k: int, duration_s: float, deadline_slot: int, count: int
+) -> int:
+    """How many jobs of ``duration_s`` fit one after another in slot ``k``.
+
+    Short jobs in a long slot need not all start at its start and hold their share for
+    all of it: they run in lanes, back to back, each ending by the slot's end. Only
+    before the class's deadline slot, where every start inside the slot is in time.
+    """
+    if k >= deadline_slot or duration_s <= 0:
+        return 1
+    return max(1, min(count, int(grid.length_s(k) // duration_s)))
+
+
+def staggered_start_s(
+    grid: planner_grid.Grid, option: StartOption, duration_s: float, count: int, n: int
+) -> float:
+    """Start of the ``n``-th of ``count`` jobs of ``option``: lane ``n % lanes``, position
+    ``n // lanes``, so earlier jobs (earlier deadlines) start first."""
+    if option.per_lane <= 1:
+        return grid.starts[option.slot]
+    lanes = -(-count // option.per_lane)
+    return grid.starts[option.slot] + (n // lanes) * duration_s
+
+
 def _bucket(grid: planner_grid.Grid, duration_s: float) -> Bucket:
     window = []
     heat = []
@@ -129,6 +157,7 @@ def _bucket(grid: planner_grid.Grid, duration_s: float) -> Bucket:
         window_start=tuple(window),
         heat_seconds=tuple(heat),
         last_slot=tuple(last),
+        counted_seconds=tuple(sum(heat[j : last[j] + 1]) for j in range(grid.slots)),
     )
 
 
@@ -169,14 +198,15 @@ def build_problem(
     sites = snapshot.sites
     slots = grid.slots
     site_slots: list[SiteSlots] = []
+    running_at: dict[str, list[model.RunningJob]] = {site.name: [] for site in sites}
+    for running in snapshot.running:
+        running_at.setdefault(running.site, []).append(running)
     unmet_wh: list[float] = []
     for site in sites:
         state = snapshot.states[site.name]
         used = [[0, 0, 0] for _ in range(slots)]
         base_w = [site.power.idle_watts * grid.length_s(k) for k in range(slots)]
-        for job in snapshot.running:
-            if job.site != site.name:
-                continue
+        for job in running_at[site.name]:
             units = resource_units(job.resources)
             for k in range(slots):
                 overlap = max(0.0, min(job.end_s, grid.starts[k + 1]) - grid.starts[k])
@@ -256,27 +286,29 @@ def build_problem(
             candidates = [candidates[(offset + j) % len(candidates)] for j in range(site_limit)]
         b = bucket_of[jc.index]
         bucket = buckets[b]
+        chances = [
+            (k, lanes_in_slot(grid, k, bucket.duration_s, jc.deadline_slot, jc.count))
+            for k in start_slots(first, last, slot_stride)
+        ]
+        needs = [(r, units[r]) for r in range(3) if units[r]]
+        delay_hours = [(grid.starts[k] - grid.now_s) / 3600.0 for k in range(slots)]
         for i in candidates:
             site = sites[i]
+            free = site_slots[i].free
             for r in range(3):
                 demand_units[i][r] += units[r] * jc.count
             watts = site.job_watts(jc.resources, jc.power_watts)
             true_ws = watts * jc.mean_duration_s
             max_job_heat_wh = max(max_job_heat_wh, site.heat_recovery_efficiency * true_ws / 3600)
-            for k in start_slots(first, last, slot_stride):
-                bound = min(
-                    [jc.count]
-                    + [max(site_slots[i].free[k][r], 0) // units[r] for r in range(3) if units[r]]
-                )
+            for k, per_lane in chances:
+                bound = jc.count
+                for r, need in needs:
+                    bound = min(bound, per_lane * (max(free[k][r], 0) // need))
                 if bound <= 0:
                     continue
                 # The model counts a running job's heat in whole slots; scale its power so
                 # the energy it is credited with equals its expected energy.
-                counted_s = sum(
-                    bucket.heat_seconds[k2]
-                    for k2 in range(k, slots)
-                    if bucket.window_start[k2] <= k
-                )
+                counted_s = bucket.counted_seconds[k]
                 scale = min(true_ws / (watts * counted_s), 1.0) if watts and counted_s else 1.0
                 options.append(
                     StartOption(
@@ -285,8 +317,9 @@ def build_problem(
                         slot=k,
                         bucket=b,
                         max_count=bound,
+                        per_lane=per_lane,
                         heat_watts=round(site.heat_recovery_efficiency * watts * scale),
-                        delay_hours=(grid.starts[k] - grid.now_s) / 3600.0,
+                        delay_hours=delay_hours[k],
                     )
                 )
     binding = tuple(
