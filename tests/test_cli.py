@@ -219,6 +219,17 @@ def test_bench_planner_json_parses(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["plan_seconds_max"] >= doc["plan_seconds_p50"] > 0
     assert doc["status"] in {s.value for s in model.SolveStatus}
     assert 0 <= doc["placements_now"] <= doc["placements"] <= 50
+    assert all(isinstance(note, str) for note in doc["notes"])
+
+
+def test_bench_planner_says_how_a_large_snapshot_was_planned(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["bench", "planner", "--jobs", "400", "--sites", "8", "--repeat", "1"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "solver status  heuristic" in out
+    assert "note           heat-seeking list schedule without the solver" in out
 
 
 def test_bench_planner_prints_its_numbers(capsys: pytest.CaptureFixture[str]) -> None:

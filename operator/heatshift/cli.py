@@ -138,6 +138,7 @@ def _bench_planner(args: argparse.Namespace) -> int:
         "placements_now": sum(1 for p in plan.placements if p.start_s <= now + engine.EPS),
         "unschedulable": len(plan.unschedulable),
         "expected_useful_heat_kwh": plan.expected_useful_heat_kwh,
+        "notes": list(plan.notes),
     }
     if args.json:
         sys.stdout.write(json.dumps(outcome, indent=2) + "\n")
@@ -155,6 +156,8 @@ def _bench_planner(args: argparse.Namespace) -> int:
         f"{outcome['unschedulable']} unschedulable, "
         f"expected useful heat {plan.expected_useful_heat_kwh:,.1f} kWh\n"
     )
+    for note in plan.notes:  # how the planner sized the problem, and why
+        sys.stdout.write(f"  note           {note}\n")
     return EXIT_OK
 
 

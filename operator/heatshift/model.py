@@ -229,7 +229,7 @@ class SolveStatus(enum.StrEnum):
     OPTIMAL = "optimal"
     FEASIBLE = "feasible"  # solver stopped at its time limit with a good plan
     FALLBACK = "fallback"  # solver found nothing in time: greedy plan instead
-    HEURISTIC = "heuristic"  # a rule-based policy, no solver involved
+    HEURISTIC = "heuristic"  # rule-based, no solver: a baseline, or a snapshot too big for it
     EMPTY = "empty"  # nothing to plan
 
 

@@ -818,7 +818,8 @@ class HeatPolicyStatus(Schema):
         alias="solverStatus",
         default=None,
         description="How the last plan came about: optimal, feasible (time limit reached), "
-        "fallback (greedy plan), heuristic or empty.",
+        "fallback (greedy plan), heuristic (list schedule without the solver: too many jobs "
+        "for its budget) or empty.",
     )
     solver_seconds: float | None = Field(
         alias="solverSeconds",
