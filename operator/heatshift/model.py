@@ -119,8 +119,11 @@ class DemandSeries(Frozen):
         """Demand at ``t_s``; before the start the first value, after the end the last."""
         if not self.kw:
             return 0.0
-        i = math.floor((t_s - self.start_s) / self.step_s)
-        return self.kw[min(max(i, 0), len(self.kw) - 1)]
+        return self.kw[min(max(self._sample_index(t_s), 0), len(self.kw) - 1)]
+
+    def _sample_index(self, t_s: float) -> int:
+        # A time a rounding error short of a sample's start belongs to that sample.
+        return math.floor((t_s - self.start_s) / self.step_s + 1e-9)
 
     def mean_over(self, t0_s: float, t1_s: float) -> float:
         """Time-weighted mean demand over ``[t0_s, t1_s)``."""
@@ -134,7 +137,7 @@ class DemandSeries(Frozen):
         total = 0.0
         t = t0_s
         while t < t1_s - 1e-9:
-            i = math.floor((t - self.start_s) / self.step_s + 1e-9)
+            i = self._sample_index(t)
             boundary = self.start_s + (i + 1) * self.step_s
             if boundary <= t:  # float edge: step past it
                 boundary = t + self.step_s
