@@ -130,10 +130,9 @@ class DemandSeries(Frozen):
         if t1_s <= t0_s:
             return self.value_at(t0_s)
         offset = (t0_s - self.start_s) / self.step_s
-        i = round(offset)
-        if abs(offset - i) < 1e-9 and abs(t1_s - t0_s - self.step_s) < 1e-6:
+        if abs(offset - round(offset)) < 1e-9 and abs(t1_s - t0_s - self.step_s) < 1e-6:
             # Exactly one sample (the forecaster's common case): no walk needed.
-            return self.kw[min(max(i, 0), len(self.kw) - 1)] if self.kw else 0.0
+            return self.value_at(t0_s)
         total = 0.0
         t = t0_s
         while t < t1_s - 1e-9:

@@ -95,16 +95,15 @@ def build_classes(
     """
     groups: dict[_ClassKey, list[model.JobRequest]] = defaultdict(list)
     shapes: dict[tuple[float, float, int], tuple[float, float, int]] = {}
-    starts, slots, now, end = grid.starts, grid.slots, grid.now_s, grid.end_s
+    slots, now = grid.slots, grid.now_s
     # Members join their class earliest deadline first, and classes are made in the
     # order of their first member: both independent of the input order.
     for job in sorted(jobs, key=_edf):
-        release = job.release_s if job.release_s > now else now
-        release_slot = bisect.bisect_left(starts, release - 1e-6, 0, slots)
-        if job.deadline_s >= end:
+        release_slot = grid.first_start_at_or_after(job.release_s if job.release_s > now else now)
+        if job.deadline_s >= grid.end_s:
             deadline_slot = slots  # may wait past the horizon: no start is forced
         else:
-            deadline_slot = bisect.bisect_right(starts, job.deadline_s + 1e-6, 0, slots) - 1
+            deadline_slot = grid.last_start_at_or_before(job.deadline_s)
         if level >= 1 and 0 < deadline_slot < slots:
             deadline_slot = _DEADLINE_STEPS[bisect.bisect_right(_DEADLINE_STEPS, deadline_slot) - 1]
         exact = job.resources.as_tuple()

@@ -68,8 +68,8 @@ def _capacity_holders(
             holders.append(var)
             values.append(count)
             continue
-        lanes_hint = -(-count // o.per_lane)
-        lanes = _hinted(m, 0, -(-o.max_count // o.per_lane), f"lanes{i}", lanes_hint)
+        lanes_hint = o.lanes(count)
+        lanes = _hinted(m, 0, o.lanes(o.max_count), f"lanes{i}", lanes_hint)
         m.add(o.per_lane * lanes >= var)
         holders.append(lanes)
         values.append(lanes_hint)

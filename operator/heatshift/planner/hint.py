@@ -45,10 +45,9 @@ def heat_seeking_counts(p: planner_problem.Problem) -> list[int]:
     useful_w = (p.useful_heat_weight + p.dumped_heat_weight) / 1000.0
     dumped_w = p.dumped_heat_weight / 1000.0
     horizon_h = (p.grid.end_s - p.grid.now_s) / 3600.0
-    footprint = {(o.bucket, o.slot): p.buckets[o.bucket].running_slots(o.slot) for o in p.options}
     # Per option: the slots its jobs run in, and each job's heat in them (Wh; empty where
     # heat is not valued).
-    runs = [footprint[(o.bucket, o.slot)] for o in p.options]
+    runs = [p.buckets[o.bucket].running_slots(o.slot) for o in p.options]
     heats = [
         [o.heat_watts * p.buckets[o.bucket].heat_seconds[k] / 3600.0 for k in run]
         if p.sites[o.site].heat_valued
@@ -78,7 +77,7 @@ def heat_seeking_counts(p: planner_problem.Problem) -> list[int]:
                     free_k, used_k = free[k], site_used[k]
                     for r, u in needs:
                         room = min(room, (free_k[r] - used_k[r]) // u)
-                lanes = -(-counts[i] // o.per_lane)
+                lanes = o.lanes(counts[i])
                 fit = min(left, o.max_count - counts[i], (lanes + room) * o.per_lane - counts[i])
                 if fit <= 0:
                     continue
@@ -103,7 +102,7 @@ def heat_seeking_counts(p: planner_problem.Problem) -> list[int]:
             n = fit
             if heat and score > 0:
                 n = _worthwhile_batch(heat, [unmet[o.site][k] for k in run], fit)
-            new_lanes = -(-(counts[i] + n) // o.per_lane) - (-(-counts[i] // o.per_lane))
+            new_lanes = o.lanes(counts[i] + n) - o.lanes(counts[i])
             counts[i] += n
             left -= n
             site_used = used[o.site]

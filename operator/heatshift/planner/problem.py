@@ -65,6 +65,10 @@ class StartOption:
     heat_watts: int  # recovered heat per running job, W (see build_problem)
     delay_hours: float  # from now to the start
 
+    def lanes(self, count: int) -> int:
+        """Lanes, each a job's share of the site, that ``count`` of these jobs hold."""
+        return -(-count // self.per_lane)
+
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
@@ -140,8 +144,7 @@ def staggered_start_s(
     ``n // lanes``, so earlier jobs (earlier deadlines) start first."""
     if option.per_lane <= 1:
         return grid.starts[option.slot]
-    lanes = -(-count // option.per_lane)
-    return grid.starts[option.slot] + (n // lanes) * duration_s
+    return grid.starts[option.slot] + (n // option.lanes(count)) * duration_s
 
 
 def _bucket(grid: planner_grid.Grid, duration_s: float) -> Bucket:
