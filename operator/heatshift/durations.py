@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import re
 
-UNIT_SECONDS: dict[str, float] = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "\u00b5s": 1e-6,  # micro sign; Go accepts it ...
-    "\u03bcs": 1e-6,  # ... and the Greek letter mu
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
+NANOSECONDS: dict[str, int] = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,
+    "\u03bcs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
 }
-"""Seconds per unit, for every unit Go's parser knows."""
+"""Nanoseconds per unit: Go counts a duration in whole nanoseconds."""
 
 _TERM = re.compile(
-    "([0-9]*(?:\\.[0-9]*)?)(" + "|".join(sorted(UNIT_SECONDS, key=len, reverse=True)) + ")"
+    "([0-9]*(?:\\.[0-9]*)?)(" + "|".join(sorted(NANOSECONDS, key=len, reverse=True)) + ")"
 )
 
 PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"
@@ -32,33 +32,54 @@ CEL implementation parses alike (so ``0s``, not Go's bare ``0``)."""
 
 
 class DurationError(ValueError):
-    """A string that is not a Go duration."""
+    """A string that is not a Go duration (or one too long for Go's int64 nanoseconds)."""
+
+
+MAX_NANOSECONDS = 2**63 - 1
+"""Go's longest duration (about 2,562,047 hours); CEL's ``duration()`` rejects longer ones."""
 
 
 def parse_duration(text: str) -> float:
     """Seconds in a Go duration string, e.g. ``"1h30m"`` -> 5400.0; ``"-5m"`` -> -300.0.
 
-    Raises :class:`DurationError` for anything ``time.ParseDuration`` would reject
-    (including a bare number other than ``"0"`` and an empty string).
+    Exactly as Go's ``time.ParseDuration`` (and so CEL's ``duration()``) reads it: whole
+    nanoseconds, a fraction below one nanosecond dropped (``"0.5ns"`` is 0), and a value past
+    Go's int64 range rejected rather than turned into a huge float or infinity. Raises
+    :class:`DurationError` for anything Go would reject (including a bare number other than
+    ``"0"`` and an empty string).
     """
+    shown = text if len(text) <= 40 else text[:37] + "..."
     s = text
-    sign = 1.0
+    negative = False
     if s[:1] in ("+", "-"):
-        sign = -1.0 if s[0] == "-" else 1.0
+        negative = s[0] == "-"
         s = s[1:]
     if s == "0":
         return 0.0
     if not s:
-        raise DurationError(f"invalid duration {text!r}")
-    total = 0.0
+        raise DurationError(f"invalid duration {shown!r}")
+    total = 0
     pos = 0
     while pos < len(s):
         m = _TERM.match(s, pos)
         if m is None or m.group(1) in ("", "."):
-            raise DurationError(f"invalid duration {text!r}")
-        total += float(m.group(1)) * UNIT_SECONDS[m.group(2)]
+            raise DurationError(f"invalid duration {shown!r}")
+        whole, _, fraction = m.group(1).partition(".")
+        unit = NANOSECONDS[m.group(2)]
+        # More than 20 digits overflows int64 whatever the unit; also keeps int() cheap.
+        whole, fraction = whole.lstrip("0"), fraction[:20]
+        if len(whole) > 20:
+            total = MAX_NANOSECONDS + 1
+        else:
+            total += int(whole or "0") * unit
+        if fraction:
+            # Integer arithmetic: no float rounding, and Go also truncates.
+            total += int(fraction) * unit // 10 ** len(fraction)
+        if total > MAX_NANOSECONDS:
+            raise DurationError(f"invalid duration {shown!r}: longer than Go's limit of 2562047h")
         pos = m.end()
-    return sign * total
+    seconds = total / 1e9
+    return -seconds if negative else seconds
 
 
 def format_duration(seconds: float) -> str:
