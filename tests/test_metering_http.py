@@ -225,9 +225,7 @@ async def test_the_right_token_is_sent() -> None:
 async def test_malformed_json_is_rejected_as_malformed() -> None:
     api = FakeMeteringAPI()
     api.script[POOL] = [
-        httpx.Response(
-            200, content=b'{"siteId": "pool", "heatDem', headers={"Content-Type": JSON}
-        )
+        httpx.Response(200, content=b'{"siteId": "pool", "heatDem', headers={"Content-Type": JSON})
     ]
     results = await fetch(api)
     rejection = rejected(results)

@@ -54,12 +54,14 @@ is capped; beyond it the reading is out of range (whatever capacity the meter cl
 DEFAULT_CLOCK_SKEW_S = 60.0
 """How far in the future an observation time may lie before it is out of range."""
 
-_RFC3339 = re.compile(
+RFC3339 = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
-"""RFC 3339's date-time (section 5.6). Python's ``fromisoformat`` also takes ISO 8601's basic
-form (``20261202T013228+0000``), a space or a comma; the contract does not, so neither do we."""
+"""RFC 3339's date-time (section 5.6), as ``openapi.yaml`` states it. Python's
+``fromisoformat`` also takes ISO 8601's basic form (``20261202T013228+0000``), a space or a
+comma; the contract does not, so neither do we."""
+_RFC3339 = re.compile(RFC3339)
 _JSON_CONTENT_TYPE = re.compile(r"^application/([A-Za-z0-9.!#$&^_-]+\+)?json$")
 
 
@@ -493,7 +495,9 @@ def _tank(
     # meter saying "1000 kWh of 1000" on an 80 kWh tank is a wrong site or a wrong unit.
     bound = min(capacity, limits.tank_capacity_kwh)
     if energy > bound * TANK_TOLERANCE:
-        claim = "" if bound == capacity else f" (the LeafSite's; the meter claims {_num(capacity)} kWh)"
+        claim = f" (the LeafSite's; the meter claims {_num(capacity)} kWh)"
+        if bound == capacity:
+            claim = ""
         raise _Reject(
             RejectionKind.OUT_OF_RANGE,
             f"tank energy {_num(energy)} kWh{where} exceeds capacity {_num(bound)} kWh{claim}",
