@@ -30,7 +30,6 @@ from types import TracebackType
 
 import httpx
 
-import heatshift
 from heatshift.metering import errors, readings
 from heatshift.metering import transport as transport_module
 
@@ -119,40 +118,24 @@ class HttpMeteringSource:
         False (tests only) or an SSL context with the CA to trust. ``transport`` replaces the
         network (tests use ``httpx.MockTransport``).
         """
-        transport_module.check_options(timeout_s, retries, backoff_base_s, backoff_max_s)
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        headers = {
-            "Accept": "application/json",
-            "User-Agent": f"heatshift/{heatshift.__version__}",
-        }
-        if token is not None:
-            if not token or token != token.strip() or not token.isprintable():
-                # A Secret read with its trailing newline is the usual cause; say so early
-                # rather than send a header the server will refuse on every cycle.
-                raise ValueError("bearer token is empty or has whitespace or control characters")
-            headers["Authorization"] = f"Bearer {token}"
         root = _api_root(base_url)
         self._has_token = token is not None
         self._bulk = bulk
         self._max_concurrency = max_concurrency
-        client = httpx.AsyncClient(
-            base_url=root,
-            headers=headers,
-            verify=verify,
-            timeout=httpx.Timeout(timeout_s),
-            transport=transport,
-            follow_redirects=False,
-        )
-        self._requester = transport_module.Requester(
-            client,
+        self._requester = transport_module.Requester.connect(
+            root,
             service="metering API",
+            token=token,
+            verify=verify,
             timeout_s=timeout_s,
             retries=retries,
             backoff_base_s=backoff_base_s,
             backoff_max_s=backoff_max_s,
             rng=rng,
             sleep=sleep,
+            transport=transport,
         )
 
     async def __aenter__(self) -> HttpMeteringSource:

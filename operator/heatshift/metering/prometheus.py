@@ -32,7 +32,6 @@ from types import TracebackType
 import httpx
 from pydantic import Field
 
-import heatshift
 from heatshift import bounds, model
 from heatshift.metering import errors, readings
 from heatshift.metering import transport as transport_module
@@ -168,34 +167,20 @@ class PrometheusMeteringSource:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``timeout_s`` bounds a whole fetch; ``transport`` replaces the network (tests)."""
-        transport_module.check_options(timeout_s, retries, backoff_s, backoff_s * 8)
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        headers = {
-            "Accept": "application/json",
-            "User-Agent": f"heatshift/{heatshift.__version__}",
-        }
-        if token is not None:
-            if not token or token != token.strip() or not token.isprintable():
-                raise ValueError("bearer token is empty or has whitespace or control characters")
-            headers["Authorization"] = f"Bearer {token}"
         self._queries = dict(queries)
         self._max_concurrency = max_concurrency
-        client = httpx.AsyncClient(
-            base_url=url.rstrip("/"),
-            headers=headers,
-            verify=verify,
-            timeout=httpx.Timeout(timeout_s),
-            transport=transport,
-            follow_redirects=False,
-        )
-        self._requester = transport_module.Requester(
-            client,
+        self._requester = transport_module.Requester.connect(
+            url.rstrip("/"),
             service="Prometheus",
+            token=token,
+            verify=verify,
             timeout_s=timeout_s,
             retries=retries,
             backoff_base_s=backoff_s,
             backoff_max_s=backoff_s * 8,
+            transport=transport,
         )
 
     async def __aenter__(self) -> PrometheusMeteringSource:

@@ -24,10 +24,12 @@ import dataclasses
 import json
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 
 import httpx
 
+import heatshift
 from heatshift import bounds
 from heatshift.metering import errors
 
@@ -113,6 +115,55 @@ class Requester:
         self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep
         self._max_bytes = max_bytes
+
+    @classmethod
+    def connect(
+        cls,
+        base_url: str,
+        *,
+        service: str,
+        token: str | None,
+        verify: bool | ssl.SSLContext,
+        timeout_s: float,
+        retries: int,
+        backoff_base_s: float = DEFAULT_BACKOFF_BASE_S,
+        backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Requester:
+        """A requester with its own connection pool to ``base_url``: JSON accepted, our
+        User-Agent, an optional bearer token, no redirects followed. Every setting is checked
+        (ValueError, in words) before the pool is opened."""
+        check_options(timeout_s, retries, backoff_base_s, backoff_max_s)
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": f"heatshift/{heatshift.__version__}",
+        }
+        if token is not None:
+            if not token or token != token.strip() or not token.isprintable():
+                # A Secret read with its trailing newline is the usual cause; say so early
+                # rather than send a header the server will refuse on every cycle.
+                raise ValueError("bearer token is empty or has whitespace or control characters")
+            headers["Authorization"] = f"Bearer {token}"
+        client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            verify=verify,
+            timeout=httpx.Timeout(timeout_s),
+            transport=transport,
+            follow_redirects=False,
+        )
+        return cls(
+            client,
+            service=service,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+            rng=rng,
+            sleep=sleep,
+        )
 
     def deadline(self) -> float:
         """The event loop time by which a request started now must be complete."""
