@@ -16,6 +16,7 @@ import referencing
 import referencing.jsonschema
 import yaml
 
+from heatshift import bounds
 from heatshift.metering import readings
 from heatshift.metering import server as metering_server
 from metering_fixtures import FakeClock, raw_reading, tiny_scenario
@@ -91,3 +92,54 @@ async def test_the_reference_server_keeps_the_contract() -> None:
             response = await http.get(path)
             assert response.status_code in (503, 404)
             validator("Error").validate(response.json())
+
+
+def test_the_contract_states_the_shared_bounds() -> None:
+    schemas = CONTRACT["components"]["schemas"]
+    forecast = schemas["Forecast"]["properties"]
+    assert forecast["stepSeconds"]["minimum"] == bounds.FORECAST_STEP.low_s
+    assert forecast["stepSeconds"]["maximum"] == bounds.FORECAST_STEP.high_s
+    assert forecast["demandKW"]["maxItems"] == bounds.MAX_SERIES_SAMPLES
+    assert forecast["demandKW"]["items"]["maximum"] == bounds.MAX_THERMAL_KW
+    reading = schemas["Reading"]["properties"]
+    assert reading["heatDemandKW"]["maximum"] == bounds.MAX_THERMAL_KW
+    assert reading["observedAt"]["pattern"] == readings.RFC3339
+    assert forecast["start"]["pattern"] == readings.RFC3339
+    temperatures = [reading["supplyTempC"], reading["returnTempC"]] + [
+        schemas["TankTemperatures"]["properties"][k] for k in ("topTempC", "bottomTempC")
+    ]
+    for t in temperatures:
+        assert (t["minimum"], t["maximum"]) == (bounds.MIN_TEMPERATURE_C, bounds.MAX_TEMPERATURE_C)
+    capacity = schemas["TankEnergy"]["properties"]["capacityKWh"]
+    assert capacity["maximum"] == bounds.MAX_TANK_CAPACITY_KWH
+    assert f"{bounds.MAX_METERING_RESPONSE_BYTES} bytes" in CONTRACT["info"]["description"]
+
+
+@pytest.mark.parametrize(
+    ("speed", "step_s"), [(1.0, 900.0), (60.0, 60.0), (20.0, 900.0), (0.01, 3600.0)]
+)
+def test_the_reference_servers_forecast_is_within_the_bounds_at_any_speed(
+    speed: float, step_s: float
+) -> None:
+    # At 60x a 1-minute step lasts a second of wall time: merged into minutes.
+    clock = FakeClock()
+    scenario = tiny_scenario({"pool": [1.0, 2.0, 3.0, 4.0] * 60, "flats": [0.0]}, step_s=step_s)
+    sim = metering_server.MeterSimulation(
+        scenario, clock=clock, speed=speed, forecast_horizon_s=4 * step_s * speed
+    )
+    reading = sim.reading("pool")
+    validator("Reading").validate(reading)
+    result = readings.validate_with(
+        reading, readings.ReadingLimits.for_site(scenario.sites[0], 600.0), now_s=clock()
+    )
+    assert isinstance(result, readings.SiteReading)
+    assert result.warnings == ()
+    assert result.forecast is not None
+    assert bounds.FORECAST_STEP.problem(result.forecast.step_s) is None
+
+
+def test_the_reference_server_sends_no_forecast_it_cannot_bound() -> None:
+    sim = metering_server.MeterSimulation(
+        tiny_scenario(), clock=FakeClock(), speed=1e6, forecast_horizon_s=86400
+    )
+    assert "forecast" not in sim.reading("pool")

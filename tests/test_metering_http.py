@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from heatshift import bounds
 from heatshift.metering import http as metering_http
 from heatshift.metering import readings
 from metering_fixtures import (
@@ -29,6 +30,7 @@ from metering_fixtures import (
 Kind = readings.RejectionKind
 SITES = {"pool": LIMITS, "flats": LIMITS}
 POOL = "/v1/sites/pool/reading"
+JSON = "application/json"
 
 
 def source(
@@ -222,11 +224,15 @@ async def test_the_right_token_is_sent() -> None:
 @pytest.mark.asyncio
 async def test_malformed_json_is_rejected_as_malformed() -> None:
     api = FakeMeteringAPI()
-    api.script[POOL] = [httpx.Response(200, content=b'{"siteId": "pool", "heatDem')]
+    api.script[POOL] = [
+        httpx.Response(200, content=b'{"siteId": "pool", "heatDem', headers={"Content-Type": JSON})
+    ]
     results = await fetch(api)
     rejection = rejected(results)
     assert rejection.kind is Kind.MALFORMED
-    assert rejection.message.startswith("metering API sent invalid JSON for site 'pool'")
+    assert rejection.message.startswith(
+        "metering API's answer for site 'pool' is unusable: it is not valid JSON"
+    )
     assert api.calls(POOL) == 1
     assert_flats_fine(results)
 
@@ -234,7 +240,9 @@ async def test_malformed_json_is_rejected_as_malformed() -> None:
 @pytest.mark.asyncio
 async def test_an_oversized_answer_is_malformed() -> None:
     api = FakeMeteringAPI()
-    api.script[POOL] = [httpx.Response(200, content=b" " * (metering_http.MAX_RESPONSE_BYTES + 1))]
+    api.script[POOL] = [
+        httpx.Response(200, content=b" " * (bounds.MAX_METERING_RESPONSE_BYTES + 1))
+    ]
     rejection = rejected(await fetch(api))
     assert rejection.kind is Kind.MALFORMED
     assert "larger than" in rejection.message
@@ -312,11 +320,26 @@ async def test_bulk_fetches_all_sites_with_one_request() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_failed_bulk_request_rejects_every_site() -> None:
+async def test_a_failed_bulk_request_falls_back_to_site_by_site() -> None:
     api = FakeMeteringAPI()
     api.script["/v1/readings"] = [json_response({"readings": "soon"})]
+    api.script[POOL] = [json_response(raw_reading(heatDemandKW=math.nan))]
     results = await fetch(api, bulk=True)
-    assert {rejected(results, s).kind for s in SITES} == {Kind.MALFORMED}
+    assert rejected(results).kind is Kind.NAN
+    assert_flats_fine(results)
+    assert api.calls("/v1/readings") == 1
+    assert api.calls(POOL) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_bulk_request_refused_for_its_token_rejects_every_site_at_once() -> None:
+    api = FakeMeteringAPI()
+    api.script["/v1/readings"] = [needs_token("s3cret")]
+    results = await fetch(api, bulk=True, token="wrong")
+    assert {rejected(results, s).message for s in SITES} == {
+        "metering API refused the bearer token (HTTP 401): invalid bearer token"
+    }
+    assert len(api.requests) == 1
 
 
 @pytest.mark.asyncio

@@ -173,7 +173,7 @@ FAILURES: list[tuple[str, dict[str, Answer], Kind, str]] = [
         "Prometheus failing",
         {"demand": web.json_response({"status": "error"}, status=503)},
         Kind.UNAVAILABLE,
-        "Prometheus kept failing the query for heat demand",
+        "Prometheus answered HTTP 503 for the query for heat demand (1 attempt)",
     ),
     (
         "not JSON",

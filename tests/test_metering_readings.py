@@ -112,7 +112,7 @@ REJECTED: list[tuple[str, object, Kind, str]] = [
         "return temperature implausible",
         raw_reading(returnTempC=400.0),
         Kind.OUT_OF_RANGE,
-        "return temperature 400 °C is outside -40..150 °C",
+        "return temperature 400 °C is outside -50..200 °C",
     ),
     (
         "no availability",
@@ -255,7 +255,7 @@ def test_a_valid_forecast_becomes_a_demand_series_on_the_unix_clock() -> None:
         ({"start": "x", "stepSeconds": 900, "demandKW": [1]}, "its start 'x' is not an RFC"),
         (
             {"start": readings.format_time(NOW), "stepSeconds": 0, "demandKW": [1]},
-            "its step 0 s is not positive",
+            "forecast dropped: a forecast's step must be between 1m and 24h, not 0s",
         ),
         (
             {"start": readings.format_time(NOW), "stepSeconds": 900, "demandKW": [1, math.nan]},
@@ -278,11 +278,23 @@ def test_a_bad_forecast_costs_the_forecast_not_the_reading(forecast: object, wor
 
 
 def test_a_larger_reported_capacity_is_a_warning_and_the_configured_one_wins() -> None:
-    result = validate(raw_reading(tank={"energyKWh": 100.0, "capacityKWh": 120.0}))
+    result = validate(raw_reading(tank={"energyKWh": 82.0, "capacityKWh": 120.0}))
     assert isinstance(result, readings.SiteReading)
     assert "configured 80 kWh" in result.warnings[0]
     state = readings.site_state_from(result, builders.site("pool", tank_kwh=80.0))
-    assert state.tank_energy_kwh == 80.0
+    assert state.tank_energy_kwh == 80.0  # within the tolerance: capped
+
+
+def test_tank_energy_far_above_the_leafsites_capacity_is_rejected_not_capped() -> None:
+    # The meter claims a tank of 1000 kWh; the LeafSite has 80. Capping 500 kWh to 80 would
+    # plan with a full tank that nobody measured.
+    result = validate(raw_reading(tank={"energyKWh": 500.0, "capacityKWh": 1000.0}))
+    assert isinstance(result, readings.Rejection)
+    assert result.kind is Kind.OUT_OF_RANGE
+    assert result.message == (
+        "tank energy 500 kWh exceeds capacity 80 kWh (the LeafSite's; the meter claims 1000 kWh)"
+    )
+    assert result.condition_reason == "ReadingOutOfRange"
 
 
 def test_without_an_expected_site_the_reading_names_it() -> None:

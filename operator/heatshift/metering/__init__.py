@@ -7,8 +7,10 @@ The contract is ``openapi.yaml`` beside this file (the heatshift metering API). 
   :class:`~heatshift.metering.readings.Rejection`, and the planner's ``model.SiteState``.
 - :mod:`heatshift.metering.source`: the protocol every source implements.
 - :mod:`heatshift.metering.errors`: the error hierarchy used inside the sources.
+- :mod:`heatshift.metering.transport`: one GET with a total deadline, a size cap and bounded
+  retries, on the event loop (no worker threads), shared by both sources.
 - :mod:`heatshift.metering.http`: the metering API client (httpx).
-- :mod:`heatshift.metering.prometheus`: PromQL queries against a Prometheus server.
+- :mod:`heatshift.metering.prometheus`: PromQL instant queries against a Prometheus server.
 - :mod:`heatshift.metering.server`: the reference metering API server (aiohttp) that plays a
   scenario, with fault injection and Prometheus gauges.
 

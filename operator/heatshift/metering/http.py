@@ -1,10 +1,17 @@
 """The metering API client: readings over HTTP (httpx), per the contract in ``openapi.yaml``.
 
-Owns the transport concerns: base URL, optional bearer token, TLS verification (on unless told
-otherwise), a per-request timeout, bounded retries with exponential backoff and jitter on
-connect errors, timeouts, 5xx and 429 (never on other 4xx), and a cap on response size. Every
-failure ends as a per-site :class:`~heatshift.metering.readings.Rejection`; ``fetch`` raises
-only for programming errors. Inside, failures travel as :mod:`heatshift.metering.errors`.
+Owns the metering API's side of a fetch: base URL, optional bearer token, TLS verification (on
+unless told otherwise), the contract's paths and statuses, and strict decoding of its answers
+(:func:`reading_from_body`: a JSON content type, UTF-8, no key twice, then
+:func:`~heatshift.metering.readings.validate_with`). The request itself, with its total
+deadline, size cap and retries on connect errors, timeouts, 5xx and 429, is
+:class:`heatshift.metering.transport.Requester`'s.
+
+The source's timeout (``timeoutSeconds``, at most :data:`heatshift.bounds.METERING_TIMEOUT`)
+bounds a whole ``fetch``: every site's answer, retries included, arrives within it or that site
+alone is rejected. So a fetch always ends before the planning cycle's own metering limit, and a
+slow site never takes the others' readings with it. Every failure ends as a per-site
+:class:`~heatshift.metering.readings.Rejection`; ``fetch`` raises only for programming errors.
 
 Called by the operator once per planning cycle (one source per metering endpoint and token;
 reading the token from a Kubernetes Secret is the operator's job) and by the e2e harness.
@@ -14,39 +21,31 @@ The random source and the sleep are injected, so tests of the retry schedule tak
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import ssl
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 
 import httpx
 
-import heatshift
 from heatshift.metering import errors, readings
+from heatshift.metering import transport as transport_module
 
 logger = logging.getLogger(__name__)
 
-Sleep = Callable[[float], Awaitable[None]]
-
 DEFAULT_TIMEOUT_S = 5.0
-"""Timeout of one request (connect, read, write and pool each)."""
+"""Budget of one fetch: each site's request, connect to last byte, retries included."""
 DEFAULT_RETRIES = 3
 """Retries after the first attempt: at most four requests per reading."""
-DEFAULT_BACKOFF_BASE_S = 0.5
-"""The first retry waits between half this and this; each further retry doubles it."""
-DEFAULT_BACKOFF_MAX_S = 10.0
-"""No wait is longer, whatever the attempt or a ``Retry-After`` header says."""
-MAX_RESPONSE_BYTES = 4 * 1024 * 1024
-"""A reading list with long forecasts for a large fleet fits; anything larger is a fault."""
+DEFAULT_BACKOFF_BASE_S = transport_module.DEFAULT_BACKOFF_BASE_S
+DEFAULT_BACKOFF_MAX_S = transport_module.DEFAULT_BACKOFF_MAX_S
 DEFAULT_MAX_CONCURRENCY = 8
 """Requests in flight at once when fetching sites one by one."""
-
-
-def _retryable_status(status: int) -> bool:
-    return status == 429 or 500 <= status <= 599
+BULK_SHARE = 0.5
+"""Share of the budget the bulk request may take; the rest is for asking sites one by one if
+it fails, so a broken reading list never costs the sites their readings."""
 
 
 def _api_root(base_url: str) -> str:
@@ -64,25 +63,32 @@ def _api_root(base_url: str) -> str:
     return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, path, "", ""))
 
 
-def _retry_after_s(headers: httpx.Headers) -> float | None:
-    """Seconds from a ``Retry-After: <seconds>`` header; the HTTP-date form is ignored."""
-    value = headers.get("retry-after", "").strip()
+def decode_answer(body: bytes, content_type: str | None, what: str) -> object:
+    """The JSON of a 200 answer, strictly (see :func:`readings.decode_json`). Raises
+    :class:`~heatshift.metering.errors.MeteringMalformed` saying what is wrong."""
     try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0.0 else None
+        return readings.decode_json(body, content_type)
+    except readings.BodyError as err:
+        raise errors.MeteringMalformed(
+            f"metering API's answer for {what} is unusable: {err}"
+        ) from err
 
 
-def _detail(body: bytes) -> str:
-    """The message of an error body per the contract's error model, if it has one."""
+def reading_from_body(
+    body: bytes,
+    content_type: str | None,
+    limits: readings.ReadingLimits,
+    *,
+    now_s: float,
+    site: str,
+) -> readings.ReadingResult:
+    """A site's reading from the raw body of ``GET /v1/sites/{siteId}/reading``. Never raises:
+    any bytes and any content type give a reading or a rejection."""
     try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
-        return ""
-    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
-        return f": {parsed['message'][:200]}"
-    return ""
+        raw = decode_answer(body, content_type, f"site {site!r}")
+    except errors.MeteringMalformed as err:
+        return readings.Rejection(site=site, kind=err.kind, message=err.message)
+    return readings.validate_with(raw, limits, now_s=now_s, site=site)
 
 
 class HttpMeteringSource:
@@ -99,52 +105,37 @@ class HttpMeteringSource:
         backoff_base_s: float = DEFAULT_BACKOFF_BASE_S,
         backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
         rng: random.Random | None = None,
-        sleep: Sleep = asyncio.sleep,
+        sleep: transport_module.Sleep = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
         bulk: bool = False,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
-        """``bulk`` fetches every site with one ``GET /v1/readings``; otherwise one request
-        per site (``GET /v1/sites/{siteId}/reading``), so one site's failure stays its own.
+        """``bulk`` fetches every site with one ``GET /v1/readings`` (and, if that fails, site
+        by site); otherwise one request per site (``GET /v1/sites/{siteId}/reading``), so one
+        site's failure stays its own.
 
-        ``verify`` is True, False (tests only) or an SSL context with the CA to trust.
-        ``transport`` replaces the network (tests use ``httpx.MockTransport``).
+        ``timeout_s`` bounds a whole fetch (see the module docstring). ``verify`` is True,
+        False (tests only) or an SSL context with the CA to trust. ``transport`` replaces the
+        network (tests use ``httpx.MockTransport``).
         """
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
-        if backoff_base_s < 0 or backoff_max_s < 0:
-            raise ValueError("backoff times must be >= 0")
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        headers = {
-            "Accept": "application/json",
-            "User-Agent": f"heatshift/{heatshift.__version__}",
-        }
-        if token is not None:
-            if not token or token != token.strip() or not token.isprintable():
-                # A Secret read with its trailing newline is the usual cause; say so early
-                # rather than send a header the server will refuse on every cycle.
-                raise ValueError("bearer token is empty or has whitespace or control characters")
-            headers["Authorization"] = f"Bearer {token}"
-        self._root = _api_root(base_url)
+        root = _api_root(base_url)
         self._has_token = token is not None
-        self._timeout_s = timeout_s
-        self._retries = retries
-        self._backoff_base_s = backoff_base_s
-        self._backoff_max_s = backoff_max_s
-        self._rng = rng if rng is not None else random.Random()
-        self._sleep = sleep
         self._bulk = bulk
         self._max_concurrency = max_concurrency
-        self._client = httpx.AsyncClient(
-            base_url=self._root,
-            headers=headers,
+        self._requester = transport_module.Requester.connect(
+            root,
+            service="metering API",
+            token=token,
             verify=verify,
-            timeout=httpx.Timeout(timeout_s),
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+            rng=rng,
+            sleep=sleep,
             transport=transport,
-            follow_redirects=False,
         )
 
     async def __aenter__(self) -> HttpMeteringSource:
@@ -160,22 +151,28 @@ class HttpMeteringSource:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        await self._requester.client.aclose()
 
     async def fetch(
         self, sites: Mapping[str, readings.ReadingLimits], now_s: float
     ) -> dict[str, readings.SiteReading | readings.Rejection]:
-        """One validated reading or rejection per site id in ``sites``; never raises for a
-        failure of the API, the network or the data."""
+        """One validated reading or rejection per site id in ``sites``, all within the
+        source's timeout; never raises for a failure of the API, the network or the data."""
         if not sites:
             return {}
+        deadline = self._requester.deadline()
         if self._bulk:
-            return await self._fetch_bulk(sites, now_s)
+            return await self._fetch_bulk(sites, now_s, deadline)
+        return await self._fetch_each(sites, now_s, deadline)
+
+    async def _fetch_each(
+        self, sites: Mapping[str, readings.ReadingLimits], now_s: float, deadline: float
+    ) -> dict[str, readings.ReadingResult]:
         gate = asyncio.Semaphore(self._max_concurrency)
 
         async def one(site_id: str, limits: readings.ReadingLimits) -> readings.ReadingResult:
             async with gate:
-                return await self._fetch_one(site_id, limits, now_s)
+                return await self._fetch_one(site_id, limits, now_s, deadline)
 
         # A TaskGroup, so a programming error in one request cancels the others.
         async with asyncio.TaskGroup() as group:
@@ -183,28 +180,36 @@ class HttpMeteringSource:
         return {s: task.result() for s, task in tasks.items()}
 
     async def _fetch_one(
-        self, site_id: str, limits: readings.ReadingLimits, now_s: float
+        self, site_id: str, limits: readings.ReadingLimits, now_s: float, deadline: float
     ) -> readings.ReadingResult:
         path = f"/v1/sites/{urllib.parse.quote(site_id, safe='')}/reading"
         try:
-            raw = await self._get_json(path, f"site {site_id!r}")
+            answer = await self._get(path, f"site {site_id!r}", deadline)
         except errors.MeteringError as err:
             return readings.Rejection(site=site_id, kind=err.kind, message=err.message)
-        return readings.validate_with(raw, limits, now_s=now_s, site=site_id)
+        return reading_from_body(
+            answer.body, answer.content_type, limits, now_s=now_s, site=site_id
+        )
 
     async def _fetch_bulk(
-        self, sites: Mapping[str, readings.ReadingLimits], now_s: float
+        self, sites: Mapping[str, readings.ReadingLimits], now_s: float, deadline: float
     ) -> dict[str, readings.ReadingResult]:
+        loop_now = asyncio.get_running_loop().time()
+        bulk_deadline = loop_now + (deadline - loop_now) * BULK_SHARE
         try:
-            raw = await self._get_json("/v1/readings", "all sites")
+            answer = await self._get("/v1/readings", "all sites", bulk_deadline)
+            raw = decode_answer(answer.body, answer.content_type, "all sites")
             if not isinstance(raw, dict) or not isinstance(raw.get("readings"), list):
                 raise errors.MeteringMalformed(
                     "metering API's reading list is not an object with a readings list"
                 )
-        except errors.MeteringError as err:
+        except errors.MeteringAuthError as err:  # asking site by site would be refused too
             return {
                 s: readings.Rejection(site=s, kind=err.kind, message=err.message) for s in sites
             }
+        except errors.MeteringError as err:
+            logger.warning("metering bulk failed, asking site by site: %s", err.message)
+            return await self._fetch_each(sites, now_s, deadline)
         found: dict[str, object] = {}
         for item in raw["readings"]:
             if isinstance(item, dict) and isinstance(item.get("siteId"), str):
@@ -236,90 +241,24 @@ class HttpMeteringSource:
                 )
         return results
 
-    def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
-        """Wait before retry number ``attempt`` (1-based): exponential, jittered, capped."""
-        ceiling = min(self._backoff_max_s, self._backoff_base_s * 2.0 ** (attempt - 1))
-        # Jitter keeps a fleet of sites from retrying in lockstep against a struggling API.
-        delay = self._rng.uniform(ceiling / 2.0, ceiling)
-        if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, self._backoff_max_s))
-        return delay
-
-    async def _send(self, path: str) -> tuple[int, httpx.Headers, bytes]:
-        """One GET; the body read up to :data:`MAX_RESPONSE_BYTES`."""
-        async with self._client.stream("GET", path) as response:
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body.extend(chunk)
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise errors.MeteringMalformed(
-                        f"metering API response is larger than {MAX_RESPONSE_BYTES} bytes"
-                    )
-            return response.status_code, response.headers, bytes(body)
-
-    async def _get_json(self, path: str, what: str) -> object:
-        """The decoded JSON of a 200 answer to ``GET path``, retrying what may pass."""
-        attempts = self._retries + 1
-        for attempt in range(1, attempts + 1):
-            cause: Exception | None = None
-            retry_after: float | None = None
-            try:
-                status, headers, body = await self._send(path)
-            except httpx.TimeoutException as err:
-                problem, cause = f"timed out after {self._timeout_s:g} s", err
-            except httpx.UnsupportedProtocol as err:
-                raise errors.MeteringUnavailable(f"metering API URL is not usable: {err}") from err
-            except httpx.TransportError as err:
-                problem, cause = f"is unreachable ({err or type(err).__name__})", err
-            except httpx.HTTPError as err:  # redirects, decoding: retrying will not help
-                raise errors.MeteringUnavailable(
-                    f"metering API request for {what} failed: {err or type(err).__name__}"
-                ) from err
+    async def _get(self, path: str, what: str, deadline: float) -> transport_module.Answer:
+        """The 200 answer to ``GET path``; any other final status as the error it means."""
+        answer = await self._requester.get(path, what, deadline=deadline)
+        status = answer.status
+        if status == 200:
+            return answer
+        detail = transport_module.error_detail(answer)
+        if status in (401, 403):
+            if not self._has_token:
+                message = (
+                    f"metering API requires a bearer token (HTTP {status}) "
+                    f"and none is configured{detail}"
+                )
             else:
-                if status == 200:
-                    return self._decode(body, what)
-                detail = _detail(body)
-                if status in (401, 403):
-                    if not self._has_token:
-                        message = (
-                            f"metering API requires a bearer token (HTTP {status}) "
-                            f"and none is configured{detail}"
-                        )
-                    else:
-                        message = f"metering API refused the bearer token (HTTP {status}){detail}"
-                    raise errors.MeteringAuthError(message, status)
-                if status == 404:
-                    raise errors.MeteringNotFound(
-                        f"metering API has no {what} (HTTP 404){detail}", status
-                    )
-                if not _retryable_status(status):
-                    raise errors.MeteringHTTPError(
-                        f"metering API rejected the request for {what} (HTTP {status}){detail}",
-                        status,
-                    )
-                problem = f"answered HTTP {status}{detail}"
-                retry_after = _retry_after_s(headers)
-            if attempt == attempts:
-                raise errors.MeteringUnavailable(
-                    f"metering API {problem} for {what} ({attempts} attempts)"
-                ) from cause
-            delay = self._backoff_s(attempt, retry_after)
-            logger.info(
-                "metering retry path=%s attempt=%d/%d problem=%r delay_s=%.2f",
-                path,
-                attempt,
-                attempts,
-                problem,
-                delay,
-            )
-            await self._sleep(delay)
-        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
-
-    @staticmethod
-    def _decode(body: bytes, what: str) -> object:
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError) as err:
-            raise errors.MeteringMalformed(
-                f"metering API sent invalid JSON for {what}: {str(err)[:120]}"
-            ) from err
+                message = f"metering API refused the bearer token (HTTP {status}){detail}"
+            raise errors.MeteringAuthError(message, status)
+        if status == 404:
+            raise errors.MeteringNotFound(f"metering API has no {what} (HTTP 404){detail}", status)
+        raise errors.MeteringHTTPError(
+            f"metering API rejected the request for {what} (HTTP {status}){detail}", status
+        )

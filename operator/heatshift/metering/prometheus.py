@@ -4,44 +4,121 @@ Owns the mapping from a LeafSite's PromQL queries (``spec.metering.prometheus.qu
 demandKW, tankEnergyKWh, optional tankCapacityKWh, supplyTempC, returnTempC) to the metering
 API's raw reading shape, which then goes through the same validation as an HTTP reading
 (:func:`heatshift.metering.readings.validate_with`). Each query must return one sample: an
-empty vector is a missing value, several series are malformed.
+empty vector is a missing value, several series are malformed, a scalar is its value.
 
 Staleness: an instant query's sample timestamp is the evaluation time, and Prometheus drops
 a series from an instant query once its last sample is older than the lookback delta (5 min
 by default). So a meter that stopped reporting shows up as a missing value, and the oldest
 sample timestamp of a site's queries becomes ``observedAt`` (it catches a lagging Prometheus).
 
-``prometheus_api_client`` is synchronous (requests): every site's queries run in a worker
-thread via :func:`asyncio.to_thread`, a few sites at a time. Called by the operator once per
+Why not prometheus-api-client, the field's usual library: it is synchronous (requests), so it
+ran in worker threads, and neither it nor requests can bound a whole request. A Prometheus
+dripping its answer kept each thread stuck past every timeout, and after a few cycles the
+shared thread pool (which the planner uses too) had no worker left; nor could it cap a 50 MB
+body. The instant query API is one GET (``/api/v1/query``), so this module speaks it directly
+through :class:`heatshift.metering.transport.Requester` on the event loop: a total deadline
+per fetch, a size cap, retries within the deadline, and nothing left running when the caller
+gives up. The answer is parsed strictly (:func:`parse_sample`). Called by the operator once per
 planning cycle, as a :class:`heatshift.metering.source.MeteringSource`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 from collections.abc import Mapping
 from types import TracebackType
 
-import requests
-import urllib3
-from prometheus_api_client import exceptions as prom_exceptions
-from prometheus_api_client import prometheus_connect
+import httpx
 from pydantic import Field
 
-from heatshift import model
+from heatshift import bounds, model
 from heatshift.metering import errors, readings
+from heatshift.metering import transport as transport_module
 
 DEFAULT_TIMEOUT_S = 5.0
-"""Timeout of one query."""
+"""Budget of one fetch: every query of every site, connect to last byte, retries included."""
 DEFAULT_RETRIES = 2
-"""Retries of one query on connect errors, 429 and 5xx (urllib3 backs off between them)."""
+"""Retries of one query on connect errors, timeouts, 429 and 5xx."""
 DEFAULT_BACKOFF_S = 0.5
 DEFAULT_MAX_CONCURRENCY = 4
-"""Sites queried at once (each in its own worker thread)."""
+"""Sites queried at once."""
 
-_STATUS = re.compile(r"HTTP Status Code (\d{3})")
+_SAMPLE_VALUE = re.compile(
+    r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?Inf$|^NaN$"
+)
+"""How Prometheus writes a sample value (Go's strconv.FormatFloat, 'f' or 'e', or Inf/NaN).
+Python's ``float`` also takes ``1_000``, ``infinity`` and spaces; Prometheus never sends them."""
+
+
+def _sample(pair: object, label: str) -> tuple[float, float]:
+    """(timestamp, value) of a ``[<unix time>, "<value>"]`` pair, timestamp within bounds."""
+    if not isinstance(pair, list) or len(pair) != 2:
+        raise errors.MeteringMalformed(
+            f"PromQL for {label} returned a sample that is not [time, value]"
+        )
+    t_raw, x_raw = pair
+    if isinstance(t_raw, bool) or not isinstance(t_raw, int | float):
+        raise errors.MeteringMalformed(f"PromQL for {label} returned a sample without a time")
+    try:
+        t = float(t_raw)
+    except OverflowError:  # an integer with hundreds of digits
+        t = float("inf")
+    why = bounds.timestamp_problem(t, "its sample time")
+    if why is not None:
+        # Checked before any datetime conversion: -1e20 would overflow it.
+        raise errors.MeteringMalformed(f"PromQL for {label} returned a sample: {why}")
+    if not isinstance(x_raw, str) or not _SAMPLE_VALUE.match(x_raw):
+        raise errors.MeteringMalformed(
+            f"PromQL for {label} returned a sample that is not [time, value]"
+        )
+    return t, float(x_raw)
+
+
+def parse_sample(answer: object, label: str) -> tuple[float, float]:
+    """(timestamp, value) of the one sample in an instant query's decoded answer.
+
+    A vector must hold exactly one series; a scalar is its own sample; a range vector
+    (matrix) or a string is malformed. Raises :mod:`heatshift.metering.errors` saying which.
+    """
+    if not isinstance(answer, dict) or answer.get("status") != "success":
+        raise errors.MeteringMalformed(
+            f"Prometheus answered the query for {label} with an unexpected body "
+            "(not a successful query result)"
+        )
+    data = answer.get("data")
+    if not isinstance(data, dict):
+        raise errors.MeteringMalformed(
+            f"Prometheus answered the query for {label} with an unexpected body (no data)"
+        )
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "scalar":
+        return _sample(result, label)
+    if kind != "vector":
+        words = {"matrix": "a range vector", "string": "a string"}.get(str(kind), repr(kind))
+        raise errors.MeteringMalformed(
+            f"PromQL for {label} returned {str(words)[:40]}, expected an instant vector "
+            "with one series or a scalar"
+        )
+    if not isinstance(result, list):
+        raise errors.MeteringMalformed(
+            f"Prometheus answered the query for {label} with an unexpected body "
+            "(a vector that is not a list)"
+        )
+    if not result:
+        raise errors.MeteringNoData(
+            f"{label} is missing: its PromQL returned no series (is the meter scraped?)"
+        )
+    if len(result) > 1:
+        raise errors.MeteringMalformed(
+            f"PromQL for {label} returned {len(result)} series, expected 1"
+        )
+    series = result[0]
+    if not isinstance(series, dict):
+        raise errors.MeteringMalformed(
+            f"PromQL for {label} returned a sample that is not [time, value]"
+        )
+    return _sample(series.get("value"), label)
 
 
 class SiteQueries(model.Frozen):
@@ -87,30 +164,23 @@ class PrometheusMeteringSource:
         retries: int = DEFAULT_RETRIES,
         backoff_s: float = DEFAULT_BACKOFF_S,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        """``timeout_s`` bounds a whole fetch; ``transport`` replaces the network (tests)."""
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        headers: dict[str, str] = {}
-        if token is not None:
-            if not token or token != token.strip() or not token.isprintable():
-                raise ValueError("bearer token is empty or has whitespace or control characters")
-            headers["Authorization"] = f"Bearer {token}"
         self._queries = dict(queries)
-        self._timeout_s = timeout_s
         self._max_concurrency = max_concurrency
-        self._client = prometheus_connect.PrometheusConnect(
-            url=url.rstrip("/"),
-            headers=headers,
-            disable_ssl=not verify,
-            retry=urllib3.util.Retry(
-                total=retries,
-                backoff_factor=backoff_s,
-                status_forcelist=(429, 500, 502, 503, 504),
-                allowed_methods=("GET",),
-            ),
-            timeout=timeout_s,  # type: ignore[arg-type]  # annotated int, requests takes float
+        self._requester = transport_module.Requester.connect(
+            url.rstrip("/"),
+            service="Prometheus",
+            token=token,
+            verify=verify,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_base_s=backoff_s,
+            backoff_max_s=backoff_s * 8,
+            transport=transport,
         )
 
     async def __aenter__(self) -> PrometheusMeteringSource:
@@ -125,15 +195,16 @@ class PrometheusMeteringSource:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP session."""
-        await asyncio.to_thread(self._client.close)
+        """Close the connection pool."""
+        await self._requester.client.aclose()
 
     async def fetch(
         self, sites: Mapping[str, readings.ReadingLimits], now_s: float
     ) -> dict[str, readings.SiteReading | readings.Rejection]:
-        """One validated reading or rejection per site id in ``sites``; never raises for a
-        failure of Prometheus, the network or the data."""
+        """One validated reading or rejection per site id in ``sites``, all within the
+        source's timeout; never raises for a failure of Prometheus, the network or the data."""
         gate = asyncio.Semaphore(self._max_concurrency)
+        deadline = self._requester.deadline()
 
         async def one(site_id: str, limits: readings.ReadingLimits) -> readings.ReadingResult:
             queries = self._queries.get(site_id)
@@ -145,7 +216,7 @@ class PrometheusMeteringSource:
                 )
             async with gate:
                 try:
-                    raw = await asyncio.to_thread(self._raw_reading, site_id, queries)
+                    raw = await self._raw_reading(site_id, queries, deadline)
                 except errors.MeteringError as err:
                     return readings.Rejection(site=site_id, kind=err.kind, message=err.message)
             return readings.validate_with(raw, limits, now_s=now_s, site=site_id)
@@ -154,31 +225,33 @@ class PrometheusMeteringSource:
             tasks = {s: group.create_task(one(s, limits)) for s, limits in sites.items()}
         return {s: task.result() for s, task in tasks.items()}
 
-    def _raw_reading(self, site_id: str, q: SiteQueries) -> dict[str, object]:
-        """The site's reading in the metering API's raw shape. Runs in a worker thread."""
+    async def _raw_reading(
+        self, site_id: str, q: SiteQueries, deadline: float
+    ) -> dict[str, object]:
+        """The site's reading in the metering API's raw shape."""
         times: list[float] = []
 
-        def value(query: str | None, label: str) -> float | None:
+        async def value(query: str | None, label: str) -> float | None:
             if query is None:
                 return None
-            t, x = self._sample(query, label)
+            t, x = await self._query(query, label, deadline)
             times.append(t)
             return x
 
-        demand = value(q.demand_kw, "heat demand")
-        energy = value(q.tank_energy_kwh, "tank energy")
+        demand = await value(q.demand_kw, "heat demand")
+        energy = await value(q.tank_energy_kwh, "tank energy")
         tank: dict[str, object] = {"energyKWh": energy}
-        capacity = value(q.tank_capacity_kwh, "tank capacity")
+        capacity = await value(q.tank_capacity_kwh, "tank capacity")
         if capacity is not None:
             tank["capacityKWh"] = capacity
         raw: dict[str, object] = {"siteId": site_id, "heatDemandKW": demand, "tank": tank}
-        supply = value(q.supply_temp_c, "supply temperature")
+        supply = await value(q.supply_temp_c, "supply temperature")
         if supply is not None:
             raw["supplyTempC"] = supply
-        ret = value(q.return_temp_c, "return temperature")
+        ret = await value(q.return_temp_c, "return temperature")
         if ret is not None:
             raw["returnTempC"] = ret
-        available = value(q.offtaker_available, "offtaker availability")
+        available = await value(q.offtaker_available, "offtaker availability")
         if available is None:
             raw["offtakerAvailable"] = True
         elif available in (0.0, 1.0):
@@ -187,66 +260,37 @@ class PrometheusMeteringSource:
             raise errors.MeteringMalformed(
                 f"PromQL for offtaker availability gave {available}, expected 0 or 1"
             )
-        # The oldest sample dates the whole reading: it is as fresh as its stalest part.
+        # The oldest sample dates the whole reading: it is as fresh as its stalest part. Every
+        # time is within bounds (parse_sample checked it), so formatting cannot overflow.
         raw["observedAt"] = readings.format_time(min(times))
         return raw
 
-    def _sample(self, query: str, label: str) -> tuple[float, float]:
+    async def _query(self, query: str, label: str, deadline: float) -> tuple[float, float]:
         """(timestamp, value) of the single sample ``query`` returns."""
-        try:
-            result = self._client.custom_query(query)
-        except prom_exceptions.PrometheusApiClientException as err:
-            match = _STATUS.search(str(err))
-            status = int(match.group(1)) if match else 0
-            if 400 <= status < 500 and status != 429:
-                # Prometheus answers 400 and 422 to a query it cannot parse or run: the
-                # LeafSite's PromQL is wrong, which retrying will not fix.
-                raise errors.MeteringMalformed(
-                    f"Prometheus rejected the PromQL for {label} (HTTP {status})"
-                ) from err
-            raise errors.MeteringUnavailable(
-                f"Prometheus failed the query for {label} (HTTP {status or 'error'})"
-            ) from err
-        except requests.exceptions.JSONDecodeError as err:  # before RequestException: it is one
+        what = f"the query for {label}"
+        answer = await self._requester.get(
+            "/api/v1/query", what, deadline=deadline, params={"query": query}
+        )
+        status = answer.status
+        detail = transport_module.error_detail(answer)
+        if status in (400, 422):
+            # Prometheus answers 400 and 422 to a query it cannot parse or run: the
+            # LeafSite's PromQL is wrong, which retrying will not fix.
             raise errors.MeteringMalformed(
-                f"Prometheus answered the query for {label} with an unexpected body (not JSON)"
-            ) from err
-        except requests.exceptions.RetryError as err:
-            raise errors.MeteringUnavailable(
-                f"Prometheus kept failing the query for {label} (5xx or 429 on every retry)"
-            ) from err
-        except requests.Timeout as err:
-            raise errors.MeteringUnavailable(
-                f"Prometheus timed out after {self._timeout_s:g} s on the query for {label}"
-            ) from err
-        except requests.RequestException as err:
-            raise errors.MeteringUnavailable(
-                f"Prometheus is unreachable ({type(err).__name__}) for the query for {label}"
-            ) from err
-        except (ValueError, KeyError, TypeError) as err:  # not JSON, or not the API's shape
-            raise errors.MeteringMalformed(
-                f"Prometheus answered the query for {label} with an unexpected body"
-            ) from err
-        if not isinstance(result, list):
-            raise errors.MeteringMalformed(
-                f"Prometheus answered the query for {label} with a {type(result).__name__}, "
-                "expected a vector"
+                f"Prometheus rejected the PromQL for {label} (HTTP {status}){detail}"
             )
-        if not result:
-            raise errors.MeteringNoData(
-                f"{label} is missing: its PromQL returned no series (is the meter scraped?)"
+        if status in (401, 403):
+            raise errors.MeteringAuthError(
+                f"Prometheus refused the request for {label} (HTTP {status}){detail}", status
             )
-        if len(result) > 1:
-            raise errors.MeteringMalformed(
-                f"PromQL for {label} returned {len(result)} series, expected 1"
+        if status != 200:
+            raise errors.MeteringHTTPError(
+                f"Prometheus rejected the request for {label} (HTTP {status}){detail}", status
             )
         try:
-            t_raw, x_raw = result[0]["value"]
-            t, x = float(t_raw), float(x_raw)
-        except (KeyError, TypeError, ValueError) as err:
+            decoded = readings.decode_json(answer.body, answer.content_type)
+        except readings.BodyError as err:
             raise errors.MeteringMalformed(
-                f"PromQL for {label} returned a sample that is not [time, value]"
+                f"Prometheus answered the query for {label} with an unexpected body: {err}"
             ) from err
-        if not math.isfinite(t):
-            raise errors.MeteringMalformed(f"PromQL for {label} returned a sample without a time")
-        return t, x
+        return parse_sample(decoded, label)

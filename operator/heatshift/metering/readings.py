@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import datetime
 import enum
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Literal, NotRequired, TypedDict
 
 from pydantic import Field
 
-from heatshift import model, thermal
+from heatshift import bounds, model, thermal
 
 WATER_HEAT_CAPACITY_KJ_PER_KG_K = 4.186
 """Specific heat capacity of water."""
@@ -47,15 +49,20 @@ DEMAND_TOLERANCE = 1.10
 """A demand up to 10% above the offtaker's rating is meter noise and is capped; beyond it the
 reading is out of range (a wrong unit, a wrong site, a broken meter)."""
 TANK_TOLERANCE = 1.05
-"""Tank energy up to 5% above capacity is rounding in the meter and is capped; beyond it the
-reading is out of range."""
+"""Tank energy up to 5% above the LeafSite's configured capacity is rounding in the meter and
+is capped; beyond it the reading is out of range (whatever capacity the meter claims)."""
 DEFAULT_CLOCK_SKEW_S = 60.0
 """How far in the future an observation time may lie before it is out of range."""
-MIN_TEMP_C = -40.0
-MAX_TEMP_C = 150.0
-"""The plausible range of a heating circuit's temperatures (glycol loops go below 0 °C)."""
-MAX_FORECAST_STEPS = 10_000
-"""A forecast longer than this is dropped: a year at 1-hour steps fits with room to spare."""
+
+RFC3339 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+"""RFC 3339's date-time (section 5.6), as ``openapi.yaml`` states it. Python's
+``fromisoformat`` also takes ISO 8601's basic form (``20261202T013228+0000``), a space or a
+comma; the contract does not, so neither do we."""
+_RFC3339 = re.compile(RFC3339)
+_JSON_CONTENT_TYPE = re.compile(r"^application/([A-Za-z0-9.!#$&^_-]+\+)?json$")
 
 
 # --- the wire shape (see openapi.yaml) --------------------------------------------------------
@@ -227,23 +234,100 @@ def tank_energy_from_temperatures(
 
 
 def parse_time(text: str) -> float:
-    """Unix seconds of an RFC 3339 time. Raises ValueError naming what is wrong."""
+    """Unix seconds of an RFC 3339 time between 2000 and 2100. Raises ValueError naming what
+    is wrong."""
+    if not _RFC3339.match(text):
+        if re.match(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9:.]+$", text):
+            raise ValueError(f"{text[:64]!r} has no time zone offset")
+        raise ValueError(f"{text[:64]!r} is not an RFC 3339 time")
+    # fromisoformat takes at most 6 fraction digits in Python 3.11; RFC 3339 allows more.
+    iso = text.upper().replace("Z", "+00:00")
+    head, dot, rest = iso.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        iso = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
     try:
-        parsed = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text[:64]!r} is not an RFC 3339 time") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"{text[:64]!r} has no time zone offset")
-    try:
-        return parsed.timestamp()
+        parsed = datetime.datetime.fromisoformat(iso)
+        seconds = parsed.timestamp()
     except (OverflowError, OSError, ValueError):
-        raise ValueError(f"{text[:64]!r} is out of range") from None
+        raise ValueError(f"{text[:64]!r} is not a valid date and time") from None
+    why = bounds.timestamp_problem(seconds, "it")
+    if why is not None:
+        raise ValueError(f"{text[:64]!r} is out of range: {why}")
+    return seconds
 
 
 def format_time(unix_s: float) -> str:
     """RFC 3339 in UTC with a ``Z``, to the microsecond."""
     when = datetime.datetime.fromtimestamp(unix_s, tz=datetime.UTC)
     return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+class BodyError(ValueError):
+    """A response body that is not the contract's JSON; the message says why, in words."""
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def json_content_type_problem(content_type: str | None) -> str | None:
+    """None for a JSON media type (``application/json`` or ``application/...+json``, UTF-8 if
+    a charset is given), else what is wrong with it, in words."""
+    if not content_type:
+        return "has no content type (expected application/json)"
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    if not _JSON_CONTENT_TYPE.match(media):
+        return f"has content type {media[:60]!r}, not application/json"
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            return f"is in charset {charset[:20]!r}, not UTF-8"
+    return None
+
+
+def decode_json(body: bytes, content_type: str | None) -> object:
+    """The JSON value of a response body, strictly: a JSON content type, UTF-8 without a byte
+    order mark (``json.loads`` would guess UTF-16 or UTF-32), and no key twice in an object
+    (``json.loads`` would keep the last). Raises :class:`BodyError` saying what is wrong.
+
+    The tokens ``NaN`` and ``Infinity`` are decoded (to floats that validation then rejects
+    with their own words), as are numbers too large for a float (to infinity)."""
+    why = json_content_type_problem(content_type)
+    if why is not None:
+        raise BodyError(f"it {why}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BodyError(f"it is not UTF-8 (bad byte at offset {err.start})") from None
+    if text.startswith("\ufeff"):
+        raise BodyError("it starts with a byte order mark")
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as dup:
+        raise BodyError(f"it has the key {dup.key[:64]!r} twice in one object") from None
+    except RecursionError:
+        raise BodyError("it is nested too deeply") from None
+    except ValueError as err:
+        raise BodyError(f"it is not valid JSON ({str(err)[:120]})") from None
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -325,10 +409,11 @@ def _amount(value: object, label: str, unit: str) -> float:
 
 def _temperature(value: object, label: str) -> float:
     x = _number(value, label)
-    if not MIN_TEMP_C <= x <= MAX_TEMP_C:
+    low, high = bounds.MIN_TEMPERATURE_C, bounds.MAX_TEMPERATURE_C
+    if not low <= x <= high:
         raise _Reject(
             RejectionKind.OUT_OF_RANGE,
-            f"{label} {_num(x)} °C is outside {_num(MIN_TEMP_C)}..{_num(MAX_TEMP_C)} °C",
+            f"{label} {_num(x)} °C is outside {_num(low)}..{_num(high)} °C",
         )
     return x
 
@@ -406,21 +491,32 @@ def _tank(
             RejectionKind.MISSING,
             "tank state is missing (neither energyKWh nor topTempC, bottomTempC and volumeL)",
         )
-    if energy > capacity * TANK_TOLERANCE:
+    # The configured capacity bounds the energy whatever the meter claims its capacity is: a
+    # meter saying "1000 kWh of 1000" on an 80 kWh tank is a wrong site or a wrong unit.
+    bound = min(capacity, limits.tank_capacity_kwh)
+    if energy > bound * TANK_TOLERANCE:
+        claim = f" (the LeafSite's; the meter claims {_num(capacity)} kWh)"
+        if bound == capacity:
+            claim = ""
         raise _Reject(
             RejectionKind.OUT_OF_RANGE,
-            f"tank energy {_num(energy)} kWh{where} exceeds capacity {_num(capacity)} kWh",
+            f"tank energy {_num(energy)} kWh{where} exceeds capacity {_num(bound)} kWh{claim}",
         )
     return energy, capacity, source
 
 
 def _forecast(raw: object, limits: ReadingLimits) -> model.DemandSeries:
+    """A meter's demand forecast, within :mod:`heatshift.bounds`: its step within
+    ``FORECAST_STEP``, at most ``MAX_SERIES_SAMPLES`` finite, non-negative values within the
+    offtaker's rating, from a start to an end between 2000 and 2100."""
     if not isinstance(raw, Mapping):
         raise _Reject(RejectionKind.MALFORMED, f"it is not an object (got {_json_kind(raw)})")
     start = _time(_get(raw, "start", "its start"), "its start")
     step = _number(_get(raw, "stepSeconds", "its step"), "its step")
-    if step <= 0.0:
-        raise _Reject(RejectionKind.OUT_OF_RANGE, f"its step {_num(step)} s is not positive")
+    # A step of 1e-300 s would make every walk over the series endless (t + step == t).
+    why = bounds.FORECAST_STEP.problem(step)
+    if why is not None:
+        raise _Reject(RejectionKind.OUT_OF_RANGE, why)
     values = _get(raw, "demandKW", "its demand")
     if isinstance(values, str | bytes) or not isinstance(values, Sequence):
         raise _Reject(
@@ -428,11 +524,14 @@ def _forecast(raw: object, limits: ReadingLimits) -> model.DemandSeries:
         )
     if not values:
         raise _Reject(RejectionKind.MISSING, "it has no values")
-    if len(values) > MAX_FORECAST_STEPS:
+    if len(values) > bounds.MAX_SERIES_SAMPLES:
         raise _Reject(
             RejectionKind.OUT_OF_RANGE,
-            f"it has {len(values)} steps, more than {MAX_FORECAST_STEPS}",
+            f"it has {len(values)} values, more than {bounds.MAX_SERIES_SAMPLES}",
         )
+    why = bounds.timestamp_problem(start + len(values) * step, "its end")
+    if why is not None:
+        raise _Reject(RejectionKind.OUT_OF_RANGE, why)
     kw: list[float] = []
     limit = limits.max_thermal_kw * DEMAND_TOLERANCE
     for i, value in enumerate(values):

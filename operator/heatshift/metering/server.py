@@ -53,7 +53,7 @@ from aiohttp import web
 from prometheus_client import exposition, metrics_core
 from prometheus_client import registry as prom_registry
 
-from heatshift import argtypes, model, thermal
+from heatshift import argtypes, bounds, model, thermal
 from heatshift.kube import client as kube_client
 from heatshift.metering import readings
 from heatshift.sim import scenario as scenario_mod
@@ -70,6 +70,9 @@ STALE_AGE_S = 86400.0
 MAX_CATCH_UP_S = 30 * 86400.0
 """Scenario time one update plays at most; beyond it the tanks have long settled, so the rest
 is skipped rather than stepped through (a paused process, a huge ``--speed``)."""
+MAX_FORECAST_REGROUP = 60
+"""Most scenario steps merged into one forecast value (or values one step is split into) to
+keep the forecast's step within the contract's minute-to-day range; past it, no forecast."""
 TOKEN_ENV = "HEATSHIFT_METERING_TOKEN"
 """Environment variable with the bearer token, so it need not be on the command line."""
 
@@ -304,20 +307,37 @@ class MeterSimulation:
             "returnTempC": return_c,
             "offtakerAvailable": available,
         }
-        if self._forecast_horizon_s > 0:
-            payload["forecast"] = self._forecast(meter)
+        forecast = self._forecast(meter) if self._forecast_horizon_s > 0 else None
+        if forecast is not None:
+            payload["forecast"] = forecast
         return payload
 
-    def _forecast(self, meter: _Meter) -> readings.ForecastPayload:
-        """The scenario's own demand ahead (a perfect forecast), on the wall clock."""
+    def _forecast(self, meter: _Meter) -> readings.ForecastPayload | None:
+        """The scenario's own demand ahead (a perfect forecast), on the wall clock.
+
+        Within the contract's bounds whatever the speed: scenario steps shorter than a minute
+        of wall time are merged (their mean), one longer than a day is split, and no forecast
+        has more than ``MAX_SERIES_SAMPLES`` values. None at a speed that would need more
+        than :data:`MAX_FORECAST_REGROUP` steps per value (or values per step)."""
         step = self.scenario.step_s
         first = math.floor(self._t_s / step + 1e-9) * step
         start_wall = self._wall_s - (self._t_s - first) / self.speed
         steps = max(1, math.ceil(self._forecast_horizon_s / step))
+        wall_step = step / self.speed
+        merge = max(1, math.ceil(bounds.FORECAST_STEP.low_s / wall_step - 1e-9))
+        split = max(1, math.ceil(wall_step / bounds.FORECAST_STEP.high_s - 1e-9))
+        if merge > MAX_FORECAST_REGROUP or split > MAX_FORECAST_REGROUP:
+            return None
+        demand: list[float] = []
+        for k in range(0, steps, merge):
+            chunk = [self._demand_kw(meter, first + (k + j) * step) for j in range(merge)]
+            demand.extend([sum(chunk) / merge] * split)
+            if len(demand) >= bounds.MAX_SERIES_SAMPLES:
+                break
         return {
             "start": readings.format_time(start_wall),
-            "stepSeconds": step / self.speed,
-            "demandKW": [self._demand_kw(meter, first + k * step) for k in range(steps)],
+            "stepSeconds": wall_step * merge / split,
+            "demandKW": demand[: bounds.MAX_SERIES_SAMPLES],
         }
 
     def metrics(self) -> list[metrics_core.Metric]:
