@@ -19,9 +19,9 @@ from heatshift import bounds, durations
 def _duration(text: str) -> float:
     try:
         return durations.parse_duration(text)
-    except durations.DurationError:
+    except durations.DurationError as err:
         raise argparse.ArgumentTypeError(
-            f"expected a duration like 15m, 2s or 1h30m, got {text!r}"
+            f"{err}; expected a duration like 15m, 2s or 1h30m"
         ) from None
 
 

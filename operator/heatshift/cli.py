@@ -25,7 +25,7 @@ from typing import NoReturn, TextIO
 
 import pydantic
 
-from heatshift import argtypes, bench, bounds, durations
+from heatshift import argtypes, bench, bounds, durations, model
 from heatshift import metrics as metrics_mod
 from heatshift.kube import client as kube_client
 from heatshift.kube import cycle as cycle_mod
@@ -95,7 +95,7 @@ def _simulate(args: argparse.Namespace) -> int:
     except pydantic.ValidationError as err:
         # Checked before the run: e.g. --replan-every rounded up to whole scenario steps.
         sys.stderr.write(
-            f"heatshift simulate: error: {_first_reason(err)} (the planning step is "
+            f"heatshift simulate: error: {model.validation_reason(err)} (the planning step is "
             f"--replan-every rounded up to whole {durations.format_duration(scenario.step_s)} "
             "scenario steps)\n"
         )
@@ -129,13 +129,6 @@ def _simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _first_reason(err: pydantic.ValidationError) -> str:
-    """The first problem of a validation error, in its own words (one line)."""
-    first = err.errors()[0]
-    reason = str((first.get("ctx") or {}).get("error", first["msg"]))
-    return reason.removeprefix("Value error, ")
-
-
 def _bench_planner(args: argparse.Namespace) -> int:
     """``heatshift bench planner``: time the production planner on a generated snapshot."""
     try:
@@ -143,7 +136,7 @@ def _bench_planner(args: argparse.Namespace) -> int:
             horizon_s=args.horizon, step_s=args.step, time_limit_s=args.time_limit, seed=args.seed
         )
     except pydantic.ValidationError as err:
-        sys.stderr.write(f"heatshift bench planner: error: {_first_reason(err)}\n")
+        sys.stderr.write(f"heatshift bench planner: error: {model.validation_reason(err)}\n")
         return EXIT_USAGE
     snapshot = bench.generate_snapshot(args.jobs, args.sites, seed=args.seed)
     policy = policies.make_policy("heatshift", cfg)
@@ -549,7 +542,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="heatshift",
         description="Heat-aware workload scheduler for Kubernetes.",
     )

@@ -72,6 +72,12 @@ def table(results: Sequence[engine.SimResult]) -> str:
         cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
         lines.append("  ".join(cells).rstrip())
     title = f"scenario {results[0].scenario}" if results else "no results"
+    initial = results[0].metrics()["initial_tank_kwh"] if results else 0.0
+    if isinstance(initial, float) and initial > 0:
+        lines.append(
+            f"note: useful kWh includes the {initial:,.1f} kWh the tanks held at the start; "
+            "reuse % counts only heat recovered in the run"
+        )
     return "\n".join([title, *lines]) + "\n"
 
 
