@@ -25,14 +25,6 @@ def _duration(text: str) -> float:
         ) from None
 
 
-def positive_duration(text: str) -> float:
-    """A positive Go-style duration (``15m``, ``1h30m``) in seconds."""
-    seconds = _duration(text)
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive duration, got {text!r}")
-    return seconds
-
-
 def duration_in(allowed: bounds.DurationRange) -> Callable[[str], float]:
     """A type for a Go-style duration within ``allowed``, in seconds."""
 
@@ -103,16 +95,6 @@ def whole_number_in(minimum: int, maximum: int) -> Callable[[str], int]:
         return _whole_number(text, minimum, maximum)
 
     return parse
-
-
-def count(text: str) -> int:
-    """A whole number >= 0."""
-    return _whole_number(text, 0)
-
-
-def positive_int(text: str) -> int:
-    """A whole number >= 1."""
-    return _whole_number(text, 1)
 
 
 def port(text: str) -> int:
