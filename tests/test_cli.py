@@ -284,6 +284,10 @@ def test_simulate_horizon_1ns_is_a_one_line_error(
             ["bench", "planner", "--jobs", "10", "--sites", "2", "--repeat", "1000000"],
             "argument --repeat: expected a number <= 1,000",
         ),
+        (
+            ["bench", "planner", "--jobs", "10", "--sites", "2", "--seed", str(2**40)],
+            "argument --seed: expected a number <= 2,147,483,647",
+        ),
         (["simulate", "--horizon", "soon"], "expected a duration like 15m"),
     ],
     ids=[
@@ -295,6 +299,7 @@ def test_simulate_horizon_1ns_is_a_one_line_error(
         "time-limit-0",
         "jobs",
         "repeat",
+        "seed",
         "not-a-duration",
     ],
 )

@@ -383,7 +383,12 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="DURATION",
         help=f"slot length near now ({bounds.PLANNING_STEP.words()}; default: 15m)",
     )
-    planner.add_argument("--seed", type=int, default=0)
+    planner.add_argument(
+        "--seed",
+        type=argtypes.whole_number_in(0, planner_config.MAX_SEED),
+        default=0,
+        metavar="S",
+    )
     planner.add_argument(
         "--repeat", type=argtypes.whole_number_in(1, MAX_BENCH_REPEATS), default=5, metavar="R"
     )

@@ -16,6 +16,8 @@ MINUTE = 60.0
 HOUR = 3600.0
 MAX_WORKERS = 64
 """CP-SAT search threads at most (more than a node has cores only slows it)."""
+MAX_SEED = 2**31 - 1
+"""CP-SAT takes a 32-bit seed."""
 MAX_WORK_BUDGET = 10_000_000
 """Largest budget of start options a config may give the solver or the list schedule."""
 
@@ -52,7 +54,7 @@ class PlannerConfig(model.Frozen):
     """CP-SAT search workers (threads). One is reproducible for a seed and leaves the
     operator's event loop a core; more search faster but not reproducibly."""
 
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     """Solver seed: the same snapshot and seed give the same plan."""
 
     useful_heat_weight: float = Field(default=1000.0, ge=0, le=bounds.MAX_OBJECTIVE_WEIGHT)

@@ -447,14 +447,20 @@ def _read_csv(file: Path, named_by: str, problems: list[str]) -> _Table | None:
     return _Table(file, header, rows)
 
 
+def _float(text: str, where: str, problems: list[str], expected: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        problems.append(f"{where}: expected {expected}, got {text!r}")
+        return None
+
+
 def _number(
     text: str, where: str, problems: list[str], *, maximum: float, minimum: float = 0.0
 ) -> float | None:
     """A finite number in ``[minimum, maximum]``, or None (and a problem) when it is not one."""
-    try:
-        value = float(text)
-    except ValueError:
-        problems.append(f"{where}: expected a number, got {text!r}")
+    value = _float(text, where, problems, "a number")
+    if value is None:
         return None
     if not math.isfinite(value):
         problems.append(f"{where}: expected a finite number, got {text!r}")
@@ -481,12 +487,8 @@ def _seconds(
     text: str, where: str, problems: list[str], allowed: bounds.DurationRange
 ) -> float | None:
     """A number of seconds within ``allowed``, or None (and a problem saying the rule)."""
-    try:
-        value = float(text)
-    except ValueError:
-        problems.append(f"{where}: expected a number of seconds, got {text!r}")
-        return None
-    if allowed.problem(value) is not None:
+    value = _float(text, where, problems, "a number of seconds")
+    if value is not None and allowed.problem(value) is not None:
         problems.append(
             f"{where}: expected {allowed.what} in seconds, {allowed.words()}, got {text!r}"
         )
