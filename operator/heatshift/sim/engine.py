@@ -506,7 +506,9 @@ def _play_step(
         flows = thermal.exchange_heat(site.tank, before, recovered, demand_kw * hours, hours)
         # Well mixed: the loss takes its share of the recovered part, and what is delivered,
         # dumped or kept is the blend of what remains with this step's recovered heat.
-        kept = fleet.tank_recovered[site.name] * (1.0 - flows.loss_kwh / before if before else 1.0)
+        kept = fleet.tank_recovered[site.name] * (
+            (1.0 - flows.loss_kwh / before) if before else 1.0
+        )
         available = before - flows.loss_kwh + flows.recovered_kwh
         share = min(1.0, max(0.0, (kept + flows.recovered_kwh) / available)) if available else 1.0
         fleet.tank[site.name] = flows.energy_after_kwh
