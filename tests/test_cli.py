@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -117,11 +118,16 @@ def test_simulate_prints_an_aligned_table_with_units(
         ["simulate", "--scenario", str(scenario_file), "--policy", "default", "--policy", "greedy"]
     )
     assert status == 0
-    title, header, *rows = capsys.readouterr().out.splitlines()
+    title, header, *rows, note = capsys.readouterr().out.splitlines()
     assert title == "scenario tiny"
     for unit in ("useful kWh", "dumped kWh", "boiler kWh", "reuse %", "plan p50 s"):
         assert unit in header
     assert [row.split()[0] for row in rows] == ["default", "greedy"]
+    # The pool's tank starts with 5 kWh: delivered, but not counted as reuse.
+    assert note == (
+        "note: useful kWh includes the 5.0 kWh the tanks held at the start; "
+        "reuse % counts only heat recovered in the run"
+    )
     assert len({len(row) for row in [header, *rows]}) == 1  # right-aligned columns
 
 
@@ -203,6 +209,208 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
         cli.main(argv)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err
+
+
+# --- hostile arguments (issue 13): one line, exit 2, before any run -------------------
+
+
+@pytest.fixture
+def no_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any simulation or plan starting fails the test: bad input must stop before."""
+
+    def refuse(*_: object, **__: object) -> object:
+        raise AssertionError("a run started on bad input")
+
+    monkeypatch.setattr(engine, "simulate", refuse)
+    monkeypatch.setattr(bench, "generate_snapshot", refuse)
+
+
+def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2
+    assert out == ""
+    assert err.count("\n") == 1, err  # one line, no usage block, no traceback
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.usefixtures("no_run")
+def test_simulate_horizon_1ns_is_a_one_line_error(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "--scenario", str(scenario_file), "--policy", "heatshift"]
+    err = _usage_error([*argv, "--horizon", "1ns"], capsys)
+    assert err.startswith("heatshift simulate: error: argument --horizon: ")
+    assert "the planning horizon must be between 5m and 168h, got '1ns'" in err
+    err = _usage_error([*argv, "--horizon", "2000000h"], capsys)
+    assert "between 5m and 168h, got '2000000h'" in err
+
+
+@pytest.mark.usefixtures("no_run")
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["bench", "planner", "--jobs", "10", "--sites", "2", "--step", "1ms"],
+            "argument --step: the planning step must be between 1m and 24h, got '1ms'",
+        ),
+        (
+            ["simulate", "--replan-every", "1ms"],
+            "argument --replan-every: the re-plan interval must be between 10s and 24h",
+        ),
+        (
+            ["bench", "planner", "--jobs", "10", "--sites", "2", "--horizon", "200h"],
+            "argument --horizon: the planning horizon must be between 5m and 168h",
+        ),
+        (
+            ["bench", "planner", "--jobs", "10", "--sites", "2", "--horizon", "99999999h"],
+            "longer than Go's limit of 2562047h; expected a duration like 15m",
+        ),
+        (
+            ["bench", "planner", "--jobs", "10", "--sites", "2", "--time-limit", "1h"],
+            "argument --time-limit: the solver time limit must be longer than 0s and at most 5m",
+        ),
+        (
+            ["bench", "planner", "--jobs", "10", "--sites", "2", "--time-limit", "0s"],
+            "longer than 0s",
+        ),
+        (
+            ["bench", "planner", "--jobs", "10000000", "--sites", "2"],
+            "argument --jobs: expected a number <= 1,000,000",
+        ),
+        (
+            ["bench", "planner", "--jobs", "10", "--sites", "2", "--repeat", "1000000"],
+            "argument --repeat: expected a number <= 1,000",
+        ),
+        (
+            ["bench", "planner", "--jobs", "10", "--sites", "2", "--seed", str(2**40)],
+            "argument --seed: expected a number <= 2,147,483,647",
+        ),
+        (["simulate", "--horizon", "soon"], "expected a duration like 15m"),
+    ],
+    ids=[
+        "bench-step-1ms",
+        "replan-1ms",
+        "bench-horizon",
+        "bench-horizon-past-int64",
+        "time-limit-1h",
+        "time-limit-0",
+        "jobs",
+        "repeat",
+        "seed",
+        "not-a-duration",
+    ],
+)
+def test_simulate_1ms_step_and_other_durations_out_of_range_are_one_line_errors(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert expected in _usage_error(argv, capsys)
+
+
+@pytest.mark.usefixtures("no_run")
+def test_simulate_scenario_step_1ms_is_a_one_line_error(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario_file.write_text(SCENARIO.replace("step: 15m", "step: 1ms"))
+    status = cli.main(["simulate", "--scenario", str(scenario_file)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "spec.step: expected a duration between 1m and 24h, got '1ms'" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.usefixtures("no_run")
+def test_simulate_replan_every_rounded_past_the_step_bound_is_a_one_line_error(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 24h is a valid interval, but in whole 7h scenario steps it is 28h: too long a step.
+    scenario_file.write_text(
+        SCENARIO.replace("duration: 2h", "duration: 28h").replace("step: 15m", "step: 7h")
+    )
+    argv = ["simulate", "--scenario", str(scenario_file), "--replan-every", "24h"]
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("heatshift simulate: error: the planning step must be between")
+    assert "not 28h" in err and "whole 7h scenario steps" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.usefixtures("no_run")
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("out.txt", "expected a file name ending in one of .pdf, .png, .svg, got "),
+        ("noext", "expected a file name ending in one of .pdf, .png, .svg, got "),
+        ("missing/out.png", "does not exist"),
+        ("adir.png", "expected a file, got the directory"),
+    ],
+    ids=["txt", "noext", "missing-directory", "a-directory"],
+)
+def test_simulate_plot_path_problems_are_one_line_errors_before_the_run(
+    scenario_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    expected: str,
+) -> None:
+    (tmp_path / "adir.png").mkdir()
+    target = tmp_path / name
+    argv = ["simulate", "--scenario", str(scenario_file), "--plot", str(target)]
+    err = _usage_error(argv, capsys)
+    assert err.startswith("heatshift simulate: error: argument --plot: ")
+    assert expected in err
+    # Nothing written under this name or another (``noext`` used to become ``noext.png``).
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["adir.png", "jobs.csv", "pool.csv", "scenario.yaml"]
+    )
+
+
+@pytest.mark.usefixtures("no_run")
+def test_simulate_plot_in_a_read_only_directory_is_refused(
+    scenario_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The permission test as the kernel would answer it for a user without write access
+    # (tests may run as root, who can write anywhere).
+    monkeypatch.setattr(os, "access", lambda path, mode: not mode & os.W_OK)
+    argv = ["simulate", "--scenario", str(scenario_file), "--plot", str(tmp_path / "p.png")]
+    assert "permission denied" in _usage_error(argv, capsys)
+
+
+@pytest.mark.parametrize("suffix", [".svg", ".pdf", ".PNG"])
+def test_simulate_plot_writes_svg_and_pdf_under_the_name_given(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    target = tmp_path / f"out{suffix}"
+    argv = ["simulate", "--scenario", str(scenario_file), "--policy", "default"]
+    assert cli.main([*argv, "--plot", str(target)]) == 0
+    head = target.read_bytes()[:8]
+    assert {".svg": b"<?xml", ".pdf": b"%PDF", ".PNG": b"\x89PNG"}[suffix] in head
+    assert f"plot written to {target}" in capsys.readouterr().err
+
+
+def test_simulate_plot_that_cannot_be_written_at_the_end_is_one_line(
+    scenario_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def full_disk(*_: object, **__: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "plot", full_disk)
+    argv = ["simulate", "--scenario", str(scenario_file), "--policy", "default", "--json"]
+    assert cli.main([*argv, "--plot", str(tmp_path / "p.png")]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["results"]  # the numbers are not lost
+    assert err.splitlines()[-1].endswith(
+        "cannot write the plot to " + str(tmp_path / "p.png") + ": No space left on device"
+    )
 
 
 # --- bench planner --------------------------------------------------------------------

@@ -501,6 +501,83 @@ def test_tank_state_in_snapshots_follows_the_physics() -> None:
     assert seen == pytest.approx([1.0, 2.0, 3.0])
 
 
+# --- heat reuse counts only heat recovered in the run (issue 13) ----------------------
+
+
+def test_heat_reuse_above_100_percent_from_a_full_tank_is_not_reuse() -> None:
+    # A full tank and a little idle heat: the building takes 2 kWh, 0.2 kWh was recovered.
+    site = quiet_site(tank_kwh=10, idle_watts=100)
+    scenario = make_scenario([site], demand={"a": 1.0}, tank={"a": 10.0})
+    result = engine.simulate(scenario, Never())
+    totals, metrics = result.sites["a"], result.metrics()
+    assert totals.delivered_kwh == pytest.approx(2.0)
+    assert totals.recovered_kwh == pytest.approx(0.2)
+    assert totals.delivered_kwh / totals.recovered_kwh == pytest.approx(10.0)  # the old "1000 %"
+    assert 0 < totals.reused_kwh < totals.recovered_kwh
+    ratio = metrics["heat_reuse_ratio"]
+    assert isinstance(ratio, float) and 0.0 < ratio < 0.2
+    assert metrics["initial_tank_kwh"] == 10.0
+    assert metrics["useful_heat_kwh"] == pytest.approx(2.0)  # still all heat delivered
+
+
+def test_with_an_empty_tank_at_the_start_every_delivered_kwh_is_reuse() -> None:
+    site = quiet_site(tank_kwh=5, loss_per_hour=0.05)
+    jobs = [job("j", gpu=3, duration_s=HOUR)]
+    scenario = make_scenario([site], jobs, demand={"a": [1.0, 0, 0, 0, 2, 2, 2, 2]})
+    totals = engine.simulate(scenario, StartAllAt("a")).sites["a"]
+    assert totals.reused_kwh == pytest.approx(totals.delivered_kwh)
+
+
+@settings(max_examples=60)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 5 * HOUR), st.floats(60, 4 * HOUR), st.integers(0, 4)),
+        max_size=10,
+    ),
+    st.lists(st.floats(0, 40), min_size=24, max_size=24),
+    st.tuples(st.floats(0, 20), st.floats(0, 5)),
+    st.floats(0, 0.3),
+    st.sampled_from(["start-all", "never"]),
+)
+def test_heat_reuse_ratio_is_within_0_and_1_and_energy_is_conserved(
+    trace: list[tuple[float, float, int]],
+    demand: list[float],
+    initial: tuple[float, float],
+    loss: float,
+    policy_name: str,
+) -> None:
+    sites = [
+        quiet_site("a", tank_kwh=20, loss_per_hour=loss, idle_watts=300, max_thermal_kw=25),
+        quiet_site("b", tank_kwh=5, efficiency=0.8, gpu=2, loss_per_hour=loss),
+    ]
+    jobs = [
+        job(f"j{i}", release_s=r, duration_s=d, gpu=g, deadline_s=r + HOUR)
+        for i, (r, d, g) in enumerate(trace)
+    ]
+    scenario = make_scenario(
+        sites,
+        jobs,
+        hours=6,
+        demand={"a": demand, "b": demand[::-1]},
+        tank={"a": initial[0], "b": initial[1]},
+    )
+    policy = StartAllAt("a") if policy_name == "start-all" else Never()
+    result = engine.simulate(scenario, policy)
+    m = result.metrics()
+    ratio = m["heat_reuse_ratio"]
+    assert isinstance(ratio, float) and 0.0 <= ratio <= 1.0
+    numbers = {k: v for k, v in m.items() if isinstance(v, float)}
+    assert numbers["initial_tank_kwh"] + numbers["recoverable_heat_kwh"] == pytest.approx(
+        numbers["useful_heat_kwh"]
+        + numbers["dumped_heat_kwh"]
+        + numbers["tank_loss_kwh"]
+        + numbers["final_tank_kwh"],
+        abs=1e-6,
+    )
+    for totals in result.sites.values():
+        assert -1e-9 <= totals.reused_kwh <= min(totals.recovered_kwh, totals.delivered_kwh) + 1e-9
+
+
 # --- results --------------------------------------------------------------------------
 
 

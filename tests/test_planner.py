@@ -7,13 +7,16 @@ late, every urgent job starts now, plans are deterministic.
 
 from __future__ import annotations
 
+import math
 import random
 
+import pydantic
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heatshift import model
-from heatshift.planner import checker, heataware, policies
+from heatshift import bounds, model
+from heatshift.planner import checker, grid, heataware, policies
 from heatshift.planner.config import PlannerConfig
 
 import builders as b
@@ -347,3 +350,83 @@ def test_a_job_arriving_after_the_last_slot_is_not_counted_late() -> None:
     plan = heataware.plan(snapshot, FAST)
     assert [p.job_id for p in plan.placements] == ["now"]
     assert plan.objective is not None and plan.objective > 0
+
+
+# --- bounded by its inputs (issue 13) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"horizon_s": 1e-9}, "the planning horizon must be between 5m and 168h"),
+        ({"horizon_s": 2_000_000 * 3600.0}, "the planning horizon must be between 5m and 168h"),
+        ({"step_s": 1e-300}, "the planning step must be between 1m and 24h"),
+        ({"step_s": 0.001}, "the planning step must be between 1m and 24h"),
+        ({"coarse_step_s": 1.0}, "the planning step must be between 1m and 24h"),
+        ({"time_limit_s": 3600.0}, "the solver time limit must be longer than 0s and at most 5m"),
+        ({"time_limit_s": 0.0}, "the solver time limit must be longer than 0s"),
+        ({"useful_heat_weight": 1e308}, "less than or equal to 1000000"),
+        ({"horizon_s": math.inf}, "finite number"),
+        ({"workers": 10_000}, "less than or equal to 64"),
+        ({"max_start_variables": 10**12}, "less than or equal to 10000000"),
+    ],
+)
+def test_planner_config_outside_its_bounds_is_rejected_naming_the_bound(
+    settings: dict[str, float], expected: str
+) -> None:
+    with pytest.raises(pydantic.ValidationError, match=expected):
+        PlannerConfig(**settings)
+
+
+def test_planner_config_at_its_bounds_is_accepted() -> None:
+    for horizon, step in (
+        (bounds.PLANNING_HORIZON.low_s, bounds.PLANNING_STEP.low_s),
+        (bounds.PLANNING_HORIZON.high_s, bounds.PLANNING_STEP.high_s),
+    ):
+        cfg = PlannerConfig(horizon_s=horizon, step_s=step, coarse_step_s=step)
+        assert (cfg.horizon_s, cfg.step_s) == (horizon, step)
+
+
+def test_snapshot_at_a_time_past_2100_is_rejected() -> None:
+    with pytest.raises(pydantic.ValidationError, match="now_s"):
+        model.Snapshot(now_s=1e300, sites=(), states={})
+    with pytest.raises(pydantic.ValidationError, match="now_s"):
+        model.Snapshot(now_s=math.nan, sites=(), states={})
+
+
+def test_a_job_duration_or_priority_past_its_bound_is_rejected() -> None:
+    with pytest.raises(pydantic.ValidationError, match="a job's expected duration must be"):
+        b.job("j", hours=99999999)
+    with pytest.raises(pydantic.ValidationError, match="less than or equal to 10"):
+        model.JobRequest(
+            id="j",
+            resources=model.Resources(),
+            duration_s=60,
+            release_s=0,
+            deadline_s=0,
+            priority=11,
+        )
+
+
+def test_an_unvalidated_snapshot_outside_the_bounds_is_refused_before_planning() -> None:
+    site = b.site("a")
+    good = model.Snapshot(now_s=0.0, sites=(site,), states={"a": b.state("a")})
+    bad_time = model.Snapshot.model_construct(**{**dict(good), "now_s": 1e300})
+    tiny_step = model.DemandSeries.model_construct(start_s=0.0, step_s=1e-300, kw=(1.0,))
+    bad_series = model.Snapshot.model_construct(
+        **{
+            **dict(good),
+            "states": {"a": b.state("a").model_copy(update={"demand_forecast": tiny_step})},
+        }
+    )
+    with pytest.raises(heataware.SnapshotOutOfBounds, match="its time 1e\\+300"):
+        heataware.plan(bad_time, FAST)
+    with pytest.raises(heataware.SnapshotOutOfBounds, match="site a's demand forecast: a fore"):
+        heataware.plan(bad_series, FAST)
+    assert heataware.input_problem(good) is None
+
+
+def test_a_grid_where_float_steps_vanish_is_an_error_not_an_endless_loop() -> None:
+    with pytest.raises(ValueError, match="float steps vanish"):
+        grid.build_grid(1e300, FAST)
+    assert grid.build_grid(0.0, FAST).slots == 6 * 4 + 18  # 6 h of 15 min, then hours

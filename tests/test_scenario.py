@@ -14,7 +14,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from heatshift import model
+from heatshift import bounds, model
 from heatshift.sim import scenario
 
 HOUR = 3600.0
@@ -323,7 +323,7 @@ YAML_ERRORS: list[tuple[str, Mutation, list[str]]] = [
     (
         "negative duration",
         _set("spec.duration", "-2h"),
-        ["spec.duration", "expected a positive duration"],
+        ["spec.duration", "expected a duration between 1h and 8784h", "got '-2h'"],
     ),
     (
         "step does not divide the duration",
@@ -524,13 +524,16 @@ CSV_ERRORS: list[tuple[str, str, str, list[str]]] = [
         "negative submit time",
         "jobs.csv",
         f"{JOBS_HEADER}\nj,-5,60,1,1,0,,,,\n",
-        ["jobs.csv line 2, column submit_s", "expected a number >= 0", "got '-5'"],
+        ["jobs.csv line 2, column submit_s", "submit time in seconds, between 0s", "got '-5'"],
     ),
     (
         "zero duration",
         "jobs.csv",
         f"{JOBS_HEADER}\nj,0,0,1,1,0,,,,\n",
-        ["jobs.csv line 2, column duration_s", "expected a number > 0"],
+        [
+            "jobs.csv line 2, column duration_s",
+            "expected a job's expected duration in seconds, longer than 0s and at most 2160h",
+        ],
     ),
     (
         "infinite power",
@@ -542,7 +545,7 @@ CSV_ERRORS: list[tuple[str, str, str, list[str]]] = [
         "negative max delay",
         "jobs.csv",
         f"{JOBS_HEADER}\nj,0,60,1,1,0,,-60,,\n",
-        ["jobs.csv line 2, column max_delay_s", "expected a number >= 0"],
+        ["jobs.csv line 2, column max_delay_s", "maximum delay in seconds, between 0s and 720h"],
     ),
     (
         "fractional priority",
@@ -578,7 +581,7 @@ CSV_ERRORS: list[tuple[str, str, str, list[str]]] = [
         "negative kW",
         "flats.csv",
         "t,heat\n0,1\n900,-2\n",
-        ["flats.csv line 3, column heat", "expected a number >= 0", "got '-2'"],
+        ["flats.csv line 3, column heat", "expected a number from 0 to 100,000", "got '-2'"],
     ),
     (
         "kW not a number",
@@ -602,7 +605,7 @@ CSV_ERRORS: list[tuple[str, str, str, list[str]]] = [
         "negative time",
         "flats.csv",
         "t,heat\n-900,1\n",
-        ["flats.csv line 2, column t", "expected a number >= 0"],
+        ["flats.csv line 2, column t", "expected a time from the start in seconds, between 0s"],
     ),
     (
         "no demand rows",
@@ -630,6 +633,161 @@ def test_csv_errors(tmp_path: Path, file: str, text: str, fragments: list[str]) 
     message = str(caught.value)
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in:\n{message}"
+
+
+# --- hostile input (issue 13) ------------------------------------------------------------
+
+
+def _load_error(path: Path) -> str:
+    with pytest.raises(scenario.ScenarioError) as caught:
+        scenario.load_scenario(path)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("capacity.cpu", True, "expected a number, got True"),
+        ("capacity.cpu", "16", "expected a number, got '16'"),
+        ("capacity.gpu", False, "expected a whole number, got False"),
+        ("capacity.gpu", "2", "expected a whole number, got '2'"),
+        ("heatRecoveryEfficiency", "0.85", "expected a number, got '0.85'"),
+        ("tank.capacityKWh", True, "expected a number, got True"),
+    ],
+)
+def test_scenario_cpu_true_or_a_quoted_number_is_not_a_number(
+    tmp_path: Path, field: str, value: object, expected: str
+) -> None:
+    doc = base_document()
+    _set(f"{SITE0}.{field}", value)(doc)
+    message = _load_error(write_scenario(tmp_path, doc))
+    assert f"scenario.yaml: spec.sites[0].{field}: {expected}" in message
+    assert message.count("\n") == 0
+
+
+def test_scenario_integers_are_still_numbers(tmp_path: Path) -> None:
+    # Strict numbers reject bools and strings, not a float field written as a whole number.
+    sc = scenario.load_scenario(write_scenario(tmp_path))
+    assert sc.sites[0].capacity.cpu == 64.0
+
+
+@pytest.mark.parametrize("sites", [";;", ";", " ; ; "])
+def test_scenario_sites_of_only_semicolons_is_an_error_not_any_site(
+    tmp_path: Path, sites: str
+) -> None:
+    jobs = f"{JOBS_HEADER}\nj,0,60,1,1,0,,,{sites},\n"
+    message = _load_error(write_scenario(tmp_path, files={"jobs.csv": jobs}))
+    assert "jobs.csv line 2, column sites: expected ';'-separated site names" in message
+    assert repr(sites.strip()) in message  # cells are stripped
+
+
+def test_scenario_negative_job_duration_states_the_real_rule(tmp_path: Path) -> None:
+    for text in ("-60", "0"):
+        jobs = f"{JOBS_HEADER}\nj,0,{text},1,1,0,,,,\n"
+        message = _load_error(write_scenario(tmp_path, files={"jobs.csv": jobs}))
+        assert "longer than 0s" in message
+        assert ">= 0" not in message
+
+
+@pytest.mark.parametrize(
+    ("mutate", "fragments"),
+    [
+        pytest.param(
+            _set("spec.duration", "9000h"),
+            ["spec.duration", "expected a duration between 1h and 8784h, got '9000h'"],
+            id="scenario longer than a year",
+        ),
+        pytest.param(
+            _set("spec.step", "1ms"),
+            ["spec.step", "expected a duration between 1m and 24h, got '1ms'"],
+            id="1 ms step",
+        ),
+        pytest.param(
+            lambda d: d["spec"].update(duration="169h", step="1m"),
+            ["spec.step", "expected at most 10,080 steps", "got 10,140 of 1m"],
+            id="too many steps",
+        ),
+        pytest.param(
+            _set("spec.defaultMaxDelay", "721h"),
+            ["spec.defaultMaxDelay", "between 0s and 720h"],
+            id="default delay over 30 days",
+        ),
+        pytest.param(
+            _set(f"{SITE0}.power.wattsPerGPU", 1e9),
+            ["spec.sites[0].power.wattsPerGPU", "expected a number <= 100,000,000"],
+            id="gigawatt GPU",
+        ),
+        pytest.param(
+            _set(f"{SITE0}.tank.capacityKWh", 1e7),
+            ["spec.sites[0].tank.capacityKWh", "expected a number <= 1,000,000"],
+            id="huge tank",
+        ),
+        pytest.param(
+            _set(f"{SITE0}.offtaker.maxThermalKW", 1e6),
+            ["spec.sites[0].offtaker.maxThermalKW", "expected a number <= 100,000"],
+            id="huge offtaker",
+        ),
+        pytest.param(
+            _set(f"{SITE0}.offtaker.demand.constantKW", 1e6),
+            ["spec.sites[0].offtaker.demand.constantKW", "expected a number <= 100,000"],
+            id="huge constant demand",
+        ),
+        pytest.param(
+            _set(f"{SITE1}.offtaker.demand.csv.scale", 1e300),
+            ["flats.csv line 2, column heat", "at most 100,000 kW after scaling by 1e+300"],
+            id="demand scaled past the bound",
+        ),
+        pytest.param(
+            _set(f"{SITE0}.capacity.gpu", 10**6),
+            ["spec.sites[0].capacity.gpu", "expected a number <= 100,000"],
+            id="a million GPUs",
+        ),
+    ],
+)
+def test_scenario_values_beyond_their_bounds_are_errors(
+    tmp_path: Path, mutate: Mutation, fragments: list[str]
+) -> None:
+    doc = base_document()
+    mutate(doc)
+    message = _load_error(write_scenario(tmp_path, doc))
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in:\n{message}"
+
+
+@pytest.mark.parametrize(
+    ("row", "fragments"),
+    [
+        ("j,0,7776001,1,1,0,,,,", ["column duration_s", "at most 2160h", "'7776001'"]),
+        ("j,0,60,1,1,0,,2592001,,", ["column max_delay_s", "between 0s and 720h"]),
+        ("j,1e300,60,1,1,0,,,,", ["column submit_s", "between 0s and 8784h"]),
+        ("j,0,60,1,1,0,2000000,,,", ["column power_watts", "from 0 to 1,000,000"]),
+        ("j,0,60,2000000,1,0,,,,", ["column cpu", "from 0 to 1,000,000"]),
+        ("j,0,60,1,1e9,0,,,,", ["column memory_gib", "from 0 to 100,000,000"]),
+        ("j,0,60,1,1,200000,,,,", ["column gpu", "from 0 to 100,000"]),
+        ("j,0,60,1,1,0,,,,11", ["column priority", "from 0 to 10"]),
+        ("j,0,nan,1,1,0,,,,", ["column duration_s", "longer than 0s"]),
+    ],
+)
+def test_scenario_job_values_beyond_their_bounds_are_errors(
+    tmp_path: Path, row: str, fragments: list[str]
+) -> None:
+    message = _load_error(write_scenario(tmp_path, files={"jobs.csv": f"{JOBS_HEADER}\n{row}\n"}))
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in:\n{message}"
+
+
+def test_scenario_demand_time_beyond_a_year_is_an_error(tmp_path: Path) -> None:
+    message = _load_error(write_scenario(tmp_path, files={"flats.csv": "t,heat\n0,1\n1e12,2\n"}))
+    assert "flats.csv line 3, column t: expected a time from the start in seconds" in message
+
+
+def test_scenario_csv_with_too_many_rows_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bounds, "MAX_CSV_ROWS", 3)
+    jobs = f"{JOBS_HEADER}\n" + "".join(f"j{i},0,60,1,1,0,,,,\n" for i in range(4))
+    message = _load_error(write_scenario(tmp_path, files={"jobs.csv": jobs}))
+    assert "jobs.csv line 5: expected at most 3 rows after the header" in message
 
 
 RAW_ERRORS: list[tuple[str, str, list[str]]] = [

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from heatshift import model, thermal
+from heatshift import bounds, model, thermal
 
 energies = st.floats(min_value=0, max_value=500, allow_nan=False)
 
@@ -130,3 +131,58 @@ def test_a_demand_mean_over_whole_samples_weighs_each_equally(
     assert mean == pytest.approx(sum(kw[first : first + count]) / count, rel=1e-9, abs=1e-9)
     half = series.mean_over(t0, t0 + step_s / 2)
     assert half == pytest.approx(kw[first], rel=1e-9, abs=1e-9)
+
+
+# --- bounded by its inputs (issue 13) ------------------------------------------------------
+
+
+def test_demand_series_with_a_1e_300_step_is_rejected_naming_the_bound() -> None:
+    with pytest.raises(pydantic.ValidationError, match="a forecast's step must be between 1m"):
+        model.DemandSeries(start_s=0.0, step_s=1e-300, kw=(1.0, 2.0))
+    with pytest.raises(pydantic.ValidationError, match="a forecast's step"):
+        model.DemandSeries(start_s=0.0, step_s=30.0, kw=(1.0,))
+    with pytest.raises(pydantic.ValidationError, match="at most 10080 items"):
+        model.DemandSeries(start_s=0.0, step_s=60.0, kw=(1.0,) * (bounds.MAX_SERIES_SAMPLES + 1))
+    with pytest.raises(pydantic.ValidationError, match="finite number"):
+        model.DemandSeries(start_s=0.0, step_s=60.0, kw=(math.inf,))
+
+
+def test_mean_over_with_a_1e_300_step_ends_and_is_right() -> None:
+    # Built without validation (as the simulator does): the walk used to step by 1e-300
+    # from a time where that adds nothing, forever. Now it visits each sample once.
+    series = model.DemandSeries.model_construct(start_s=1e6, step_s=1e-300, kw=(1.0, 2.0, 4.0))
+    assert series.mean_over(1e6, 1e6 + 3600) == pytest.approx(4.0)  # after the end: the last
+    assert series.mean_over(0.0, 1e6) == pytest.approx(1.0)  # before the start: the first
+
+
+def test_mean_over_a_span_far_longer_than_the_series_takes_one_pass() -> None:
+    series = model.DemandSeries(start_s=0.0, step_s=60.0, kw=(2.0, 4.0))
+    # 1e15 s at 60 s steps would be 1.7e13 float steps; the halves outside are constants.
+    mean = series.mean_over(-1e15, 1e15)
+    assert mean == pytest.approx((2.0 * 1e15 + 2.0 * 60 + 4.0 * 60 + 4.0 * (1e15 - 120)) / 2e15)
+
+
+def _reference_mean(series: model.DemandSeries, t0: float, t1: float) -> float:
+    """Every piece of the time line with its value, summed without cleverness."""
+    start, step, kw = series.start_s, series.step_s, series.kw
+    pieces = [(-math.inf, start, kw[0])]
+    pieces += [(start + i * step, start + (i + 1) * step, v) for i, v in enumerate(kw)]
+    pieces.append((series.end_s, math.inf, kw[-1]))
+    total = sum(v * max(0.0, min(b, t1) - max(a, t0)) for a, b, v in pieces)
+    return total / (t1 - t0)
+
+
+@given(
+    st.lists(st.floats(0, 100), min_size=1, max_size=20),
+    st.floats(-1e6, 1e6),
+    st.sampled_from([60.0, 900.0, 3600.0]),
+    st.floats(-2e5, 2e5),
+    st.floats(1.0, 2e5),
+)
+def test_mean_over_any_interval_matches_the_plain_integral(
+    kw: list[float], start_s: float, step_s: float, offset: float, length: float
+) -> None:
+    series = model.DemandSeries(start_s=start_s, step_s=step_s, kw=tuple(kw))
+    t0 = start_s + offset
+    expected = _reference_mean(series, t0, t0 + length)
+    assert series.mean_over(t0, t0 + length) == pytest.approx(expected, rel=1e-6, abs=1e-6)

@@ -1,31 +1,71 @@
 """argparse value types shared by the ``heatshift`` subcommands.
 
-Each turns a bad value into a one-line usage error that says what was expected.
+Each turns a bad value into a one-line usage error that says what was expected, at parse
+time: a value that would make a long run fail (or never end) is rejected before it starts.
+Duration limits come from :mod:`heatshift.bounds`, the same ranges the resources and models use.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+from collections.abc import Callable, Collection
+from pathlib import Path
 
-from heatshift import durations
+from heatshift import bounds, durations
 
 
 def _duration(text: str) -> float:
     try:
         return durations.parse_duration(text)
-    except durations.DurationError:
+    except durations.DurationError as err:
         raise argparse.ArgumentTypeError(
-            f"expected a duration like 15m, 2s or 1h30m, got {text!r}"
+            f"{err}; expected a duration like 15m, 2s or 1h30m"
         ) from None
 
 
-def positive_duration(text: str) -> float:
-    """A positive Go-style duration (``15m``, ``1h30m``) in seconds."""
-    seconds = _duration(text)
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive duration, got {text!r}")
-    return seconds
+def duration_in(allowed: bounds.DurationRange) -> Callable[[str], float]:
+    """A type for a Go-style duration within ``allowed``, in seconds."""
+
+    def parse(text: str) -> float:
+        seconds = _duration(text)
+        if allowed.problem(seconds) is not None:
+            raise argparse.ArgumentTypeError(
+                f"{allowed.what} must be {allowed.words()}, got {text!r}"
+            )
+        return seconds
+
+    parse.__name__ = allowed.what  # argparse names the type in some messages
+    return parse
+
+
+def output_file(suffixes: Collection[str]) -> Callable[[str], Path]:
+    """A type for a file to be written later, ending in one of ``suffixes`` (``".png"``),
+    in a directory that exists and is writable: checked now, so that a long run does not
+    end in an error about where its output goes."""
+    shown = ", ".join(sorted(suffixes))
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"expected a file name ending in one of {shown}, got {text!r}"
+            )
+        folder = path.parent
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"expected a file, got the directory {text!r}")
+        if not folder.is_dir():
+            raise argparse.ArgumentTypeError(
+                f"the directory {str(folder)!r} does not exist (for {text!r})"
+            )
+        if not os.access(folder, os.W_OK | os.X_OK) or (
+            path.exists() and not os.access(path, os.W_OK)
+        ):
+            raise argparse.ArgumentTypeError(f"cannot write {text!r}: permission denied")
+        return path
+
+    return parse
 
 
 def duration_or_zero(text: str) -> float:
@@ -36,24 +76,25 @@ def duration_or_zero(text: str) -> float:
     return seconds
 
 
-def _whole_number(text: str, minimum: int) -> int:
+def _whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < minimum:
         raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {text!r}")
+    if maximum is not None and value > maximum:
+        raise argparse.ArgumentTypeError(f"expected a number <= {maximum:,}, got {text!r}")
     return value
 
 
-def count(text: str) -> int:
-    """A whole number >= 0."""
-    return _whole_number(text, 0)
+def whole_number_in(minimum: int, maximum: int) -> Callable[[str], int]:
+    """A type for a whole number in ``[minimum, maximum]``."""
 
+    def parse(text: str) -> int:
+        return _whole_number(text, minimum, maximum)
 
-def positive_int(text: str) -> int:
-    """A whole number >= 1."""
-    return _whole_number(text, 1)
+    return parse
 
 
 def port(text: str) -> int:

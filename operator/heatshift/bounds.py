@@ -104,6 +104,9 @@ FORECAST_STEP = DurationRange("a forecast's step", 1 * MINUTE, 24 * HOUR)
 """The sample length of a metered demand forecast or history: no finer than the planner's
 finest step, so a walk over samples is bounded by the horizon."""
 SIMULATION_SPAN = DurationRange("a simulation's length", 1 * HOUR, 366 * DAY)
+SIMULATION_STEP = DurationRange("a simulation's step", PLANNING_STEP.low_s, PLANNING_STEP.high_s)
+"""A scenario's step: the simulated planner's step is a whole number of them, so the same
+range as :data:`PLANNING_STEP`. A scenario has at most :data:`MAX_SERIES_SAMPLES` steps."""
 METERING_TIMEOUT = DurationRange("a metering timeout", 0.0, 15.0, low_inclusive=False)
 """One metering source's whole request, connect to last byte. Below the planning cycle's own
 limit for all metering together (``heatshift.kube.cycle.METERING_TIMEOUT_S``), so a slow source
@@ -116,6 +119,8 @@ MAX_METERING_RESPONSE_BYTES = 4 * 1024 * 1024
 MAX_SERIES_SAMPLES = 10_080
 """Most samples in one demand forecast or history: a week of minutes."""
 MAX_JOBS_PER_SCENARIO = 1_000_000
+MAX_CSV_ROWS = 1_000_000
+"""Most rows read from one CSV file of a scenario (a job trace or a demand series)."""
 MAX_SITES = 10_000
 
 # --- physical numbers ------------------------------------------------------------------------
@@ -132,6 +137,8 @@ MIN_TEMPERATURE_C = -50.0
 MAX_FLOW_M3_PER_H = 10_000.0
 MAX_OBJECTIVE_WEIGHT = 1_000_000.0
 """Objective weights are relative; past this the solver's integer coefficients overflow."""
+MAX_PRIORITY = 10
+"""A job's priority is 0 to 10 (an SLA class's, or a scenario job's)."""
 MAX_CPU_CORES = 1_000_000.0
 MAX_MEMORY_GIB = 100_000_000.0
 MAX_GPUS = 100_000

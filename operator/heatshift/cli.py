@@ -21,9 +21,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
-from heatshift import argtypes, bench, durations
+import pydantic
+
+from heatshift import argtypes, bench, bounds, durations, model
 from heatshift import metrics as metrics_mod
 from heatshift.kube import client as kube_client
 from heatshift.kube import cycle as cycle_mod
@@ -40,6 +42,8 @@ EXIT_FAILURE = 1
 """Something outside the input failed (e.g. the cluster could not be read)."""
 EXIT_USAGE = 2
 """Bad input (arguments, scenario file): the same status argparse uses."""
+MAX_BENCH_REPEATS = 1000
+"""``bench planner --repeat`` at most: each run may take the solver's whole time limit."""
 
 
 class _Progress:
@@ -84,7 +88,18 @@ def _simulate(args: argparse.Namespace) -> int:
     # The planner remakes its plan at the simulator's decision interval (a whole number
     # of scenario steps), and a foresight policy sees as far as the planner plans.
     every_steps = max(1, -(-(args.replan_every or scenario.step_s) // scenario.step_s))
-    cfg = planner_config.PlannerConfig(step_s=every_steps * scenario.step_s, horizon_s=args.horizon)
+    try:
+        cfg = planner_config.PlannerConfig(
+            step_s=every_steps * scenario.step_s, horizon_s=args.horizon
+        )
+    except pydantic.ValidationError as err:
+        # Checked before the run: e.g. --replan-every rounded up to whole scenario steps.
+        sys.stderr.write(
+            f"heatshift simulate: error: {model.validation_reason(err)} (the planning step is "
+            f"--replan-every rounded up to whole {durations.format_duration(scenario.step_s)} "
+            "scenario steps)\n"
+        )
+        return EXIT_USAGE
     results: list[engine.SimResult] = []
     for name in names:
         policy = policies.make_policy(name, cfg)
@@ -102,17 +117,28 @@ def _simulate(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(report.table(results))
     if args.plot is not None:
-        report.plot(results, args.plot)
+        try:
+            report.plot(results, args.plot)
+        except OSError as err:  # checked up front; the disk can still fill or vanish
+            sys.stderr.write(
+                f"heatshift simulate: error: cannot write the plot to {args.plot}: "
+                f"{err.strerror or err}\n"
+            )
+            return EXIT_FAILURE
         sys.stderr.write(f"plot written to {args.plot}\n")
     return EXIT_OK
 
 
 def _bench_planner(args: argparse.Namespace) -> int:
     """``heatshift bench planner``: time the production planner on a generated snapshot."""
+    try:
+        cfg = planner_config.PlannerConfig(
+            horizon_s=args.horizon, step_s=args.step, time_limit_s=args.time_limit, seed=args.seed
+        )
+    except pydantic.ValidationError as err:
+        sys.stderr.write(f"heatshift bench planner: error: {model.validation_reason(err)}\n")
+        return EXIT_USAGE
     snapshot = bench.generate_snapshot(args.jobs, args.sites, seed=args.seed)
-    cfg = planner_config.PlannerConfig(
-        horizon_s=args.horizon, step_s=args.step, time_limit_s=args.time_limit, seed=args.seed
-    )
     policy = policies.make_policy("heatshift", cfg)
     seconds: list[float] = []
     for _ in range(args.repeat):
@@ -300,19 +326,27 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help=f"policies to run, any of {', '.join(policies.POLICY_NAMES)} (default: all)",
     )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("--plot", type=Path, metavar="FILE.png", help="draw heat and tanks to a PNG")
+    p.add_argument(
+        "--plot",
+        type=argtypes.output_file(report.PLOT_SUFFIXES),
+        metavar="FILE",
+        help=f"draw heat and tanks to FILE ({', '.join(report.PLOT_SUFFIXES)}); its directory "
+        "must exist",
+    )
     p.add_argument(
         "--replan-every",
-        type=argtypes.positive_duration,
+        type=argtypes.duration_in(bounds.REPLAN_INTERVAL),
         metavar="DURATION",
-        help="how often the policy decides, e.g. 15m or 1h (default: every scenario step)",
+        help="how often the policy decides, e.g. 15m or 1h, rounded up to whole scenario "
+        f"steps ({bounds.REPLAN_INTERVAL.words()}; default: every scenario step)",
     )
     p.add_argument(
         "--horizon",
-        type=argtypes.positive_duration,
+        type=argtypes.duration_in(bounds.PLANNING_HORIZON),
         default=24 * 3600.0,
         metavar="DURATION",
-        help="planning horizon, also how far the oracle sees ahead (default: 24h)",
+        help="planning horizon, also how far the oracle sees ahead "
+        f"({bounds.PLANNING_HORIZON.words()}; default: 24h)",
     )
     p.set_defaults(handler=_simulate)
 
@@ -326,22 +360,45 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Generate a seeded snapshot (N pending jobs, M sites) and time the "
         "production planner's decide() on it.",
     )
-    planner.add_argument("--jobs", type=argtypes.count, required=True, metavar="N")
-    planner.add_argument("--sites", type=argtypes.positive_int, required=True, metavar="M")
     planner.add_argument(
-        "--horizon", type=argtypes.positive_duration, default=24 * 3600.0, metavar="DURATION"
+        "--jobs",
+        type=argtypes.whole_number_in(0, bounds.MAX_JOBS_PER_SCENARIO),
+        required=True,
+        metavar="N",
     )
     planner.add_argument(
-        "--step", type=argtypes.positive_duration, default=15 * 60.0, metavar="DURATION"
+        "--sites", type=argtypes.whole_number_in(1, bounds.MAX_SITES), required=True, metavar="M"
     )
-    planner.add_argument("--seed", type=int, default=0)
-    planner.add_argument("--repeat", type=argtypes.positive_int, default=5, metavar="R")
+    planner.add_argument(
+        "--horizon",
+        type=argtypes.duration_in(bounds.PLANNING_HORIZON),
+        default=24 * 3600.0,
+        metavar="DURATION",
+        help=f"planning horizon ({bounds.PLANNING_HORIZON.words()}; default: 24h)",
+    )
+    planner.add_argument(
+        "--step",
+        type=argtypes.duration_in(bounds.PLANNING_STEP),
+        default=15 * 60.0,
+        metavar="DURATION",
+        help=f"slot length near now ({bounds.PLANNING_STEP.words()}; default: 15m)",
+    )
+    planner.add_argument(
+        "--seed",
+        type=argtypes.whole_number_in(0, planner_config.MAX_SEED),
+        default=0,
+        metavar="S",
+    )
+    planner.add_argument(
+        "--repeat", type=argtypes.whole_number_in(1, MAX_BENCH_REPEATS), default=5, metavar="R"
+    )
     planner.add_argument(
         "--time-limit",
-        type=argtypes.positive_duration,
+        type=argtypes.duration_in(bounds.SOLVER_TIME_LIMIT),
         default=2.0,
         metavar="DURATION",
-        help="the solver's wall-clock limit per plan (default: 2s)",
+        help="the solver's wall-clock limit per plan "
+        f"({bounds.SOLVER_TIME_LIMIT.words()}; default: 2s)",
     )
     planner.add_argument("--json", action="store_true", help="print the numbers as JSON")
     planner.set_defaults(handler=_bench_planner)
@@ -482,8 +539,15 @@ def _add_plan(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.set_defaults(handler=_plan)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (the usage block is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="heatshift",
         description="Heat-aware workload scheduler for Kubernetes.",
     )

@@ -6,6 +6,11 @@ Pure data (pydantic v2, frozen). Everything the planner decides on arrives as a
 
 Times are seconds on the snapshot's clock, as floats: the simulator counts from the
 scenario start, the operator uses Unix time. Nothing here reads a clock.
+
+Every number is finite, and what sizes the planner's work is bounded
+(:mod:`heatshift.bounds`): a demand series' step and length, a job's duration, the snapshot's
+time and its counts of sites and jobs. A model outside them is a ValidationError that says
+which bound, raised where it is built, never a planner that loops or overflows.
 """
 
 from __future__ import annotations
@@ -14,15 +19,29 @@ import enum
 import math
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from heatshift import bounds
 
 SECONDS_PER_HOUR = 3600.0
 
 
-class Frozen(BaseModel):
-    """Base of every domain object: immutable, no unknown fields."""
+def validation_reason(err: pydantic.ValidationError) -> str:
+    """The first problem of a validation error in its own words, one line (a bound's
+    "the planning step must be between 1m and 24h, not 1s"), naming the field otherwise."""
+    first = err.errors()[0]
+    error = (first.get("ctx") or {}).get("error")
+    if error is not None:
+        return str(error)
+    field = ".".join(str(part) for part in first["loc"])
+    return f"{field}: {first['msg']}" if field else str(first["msg"])
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class Frozen(BaseModel):
+    """Base of every domain object: immutable, no unknown fields, finite numbers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Resources(Frozen):
@@ -54,9 +73,9 @@ class Resources(Frozen):
 class PowerModel(Frozen):
     """How much electrical power a site draws: idle plus per-GPU and per-core power."""
 
-    idle_watts: float = Field(default=0.0, ge=0.0)
-    watts_per_gpu: float = Field(default=0.0, ge=0.0)
-    watts_per_cpu: float = Field(default=0.0, ge=0.0)
+    idle_watts: float = Field(default=0.0, ge=0.0, le=bounds.MAX_SITE_POWER_WATTS)
+    watts_per_gpu: float = Field(default=0.0, ge=0.0, le=bounds.MAX_SITE_POWER_WATTS)
+    watts_per_cpu: float = Field(default=0.0, ge=0.0, le=bounds.MAX_SITE_POWER_WATTS)
 
     def job_watts(self, resources: Resources) -> float:
         """Power of a job of this shape when its owner gave no explicit figure."""
@@ -66,7 +85,9 @@ class PowerModel(Frozen):
 class Tank(Frozen):
     """The buffer tank between the heat exchanger and the building."""
 
-    capacity_kwh: float = Field(ge=0.0, description="Usable thermal storage, kWh.")
+    capacity_kwh: float = Field(
+        ge=0.0, le=bounds.MAX_TANK_CAPACITY_KWH, description="Usable thermal storage, kWh."
+    )
     loss_per_hour: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Fraction of stored energy lost per hour."
     )
@@ -84,7 +105,9 @@ class Offtaker(Frozen):
     """The building (or loop) that takes the heat."""
 
     kind: OfftakerKind
-    max_thermal_kw: float = Field(gt=0.0, description="Most heat it can take, kW.")
+    max_thermal_kw: float = Field(
+        gt=0.0, le=bounds.MAX_THERMAL_KW, description="Most heat it can take, kW."
+    )
 
 
 class Site(Frozen):
@@ -105,11 +128,20 @@ class Site(Frozen):
 
 
 class DemandSeries(Frozen):
-    """A step series of heat demand (kW): ``kw[i]`` holds from ``start_s + i*step_s``."""
+    """A step series of heat demand (kW): ``kw[i]`` holds from ``start_s + i*step_s``.
 
-    start_s: float
-    step_s: float = Field(gt=0.0)
-    kw: tuple[float, ...]
+    The step is within :data:`heatshift.bounds.FORECAST_STEP` and the series has at most
+    :data:`heatshift.bounds.MAX_SERIES_SAMPLES` samples, so a walk over it is short.
+    """
+
+    start_s: float = Field(ge=-bounds.MAX_TIMESTAMP_S, le=bounds.MAX_TIMESTAMP_S)
+    step_s: float
+    kw: tuple[float, ...] = Field(max_length=bounds.MAX_SERIES_SAMPLES)
+
+    @field_validator("step_s")
+    @classmethod
+    def _step_within_bounds(cls, value: float) -> float:
+        return bounds.FORECAST_STEP.check(value)
 
     @property
     def end_s(self) -> float:
@@ -126,23 +158,35 @@ class DemandSeries(Frozen):
         return math.floor((t_s - self.start_s) / self.step_s + 1e-9)
 
     def mean_over(self, t0_s: float, t1_s: float) -> float:
-        """Time-weighted mean demand over ``[t0_s, t1_s)``."""
-        if t1_s <= t0_s:
+        """Time-weighted mean demand over ``[t0_s, t1_s)``.
+
+        Visits each sample the interval covers once (index arithmetic, no float stepping),
+        so its work is bounded by the series' length whatever the times are.
+        """
+        if t1_s <= t0_s or not self.kw:
             return self.value_at(t0_s)
         offset = (t0_s - self.start_s) / self.step_s
         if abs(offset - round(offset)) < 1e-9 and abs(t1_s - t0_s - self.step_s) < 1e-6:
             # Exactly one sample (the forecaster's common case): no walk needed.
             return self.value_at(t0_s)
+        n, start, step = len(self.kw), self.start_s, self.step_s
         total = 0.0
-        t = t0_s
-        while t < t1_s - 1e-9:
-            i = self._sample_index(t)
-            boundary = self.start_s + (i + 1) * self.step_s
-            if boundary <= t:  # float edge: step past it
-                boundary = t + self.step_s
-            seg_end = min(boundary, t1_s)
-            total += self.value_at(t) * (seg_end - t)
-            t = seg_end
+        lo, hi = max(t0_s, start), min(t1_s, self.end_s)
+        if t0_s < lo:  # before the series: its first value holds
+            total += self.kw[0] * (min(t1_s, lo) - t0_s)
+        if t1_s > hi:  # after it: its last value holds
+            total += self.kw[-1] * (t1_s - max(t0_s, hi))
+        if hi > lo:
+            first = min(max(self._sample_index(lo), 0), n - 1)
+            # The sample holding just before ``hi`` (a rounding error past a boundary is not
+            # the next sample).
+            last = min(max(math.ceil((hi - start) / step - 1e-9) - 1, first), n - 1)
+            t = lo
+            for i in range(first, last + 1):
+                seg_end = hi if i == last else min(hi, start + (i + 1) * step)
+                if seg_end > t:
+                    total += self.kw[i] * (seg_end - t)
+                    t = seg_end
         return total / (t1_s - t0_s)
 
 
@@ -170,14 +214,26 @@ class JobRequest(Frozen):
 
     id: str
     resources: Resources
-    duration_s: float = Field(gt=0.0, description="Expected run time.")
-    power_watts: float | None = Field(default=None, ge=0.0, description="Explicit power.")
+    duration_s: float = Field(description="Expected run time.")
+    power_watts: float | None = Field(
+        default=None, ge=0.0, le=bounds.MAX_JOB_POWER_WATTS, description="Explicit power."
+    )
     release_s: float = Field(description="Earliest start (submission time).")
     deadline_s: float = Field(description="Latest start that meets the job's SLA.")
     allowed_sites: frozenset[str] | None = Field(
         default=None, description="Sites it may run at; None means any."
     )
-    priority: int = Field(default=1, ge=0, description="Higher runs sooner when delay costs.")
+    priority: int = Field(
+        default=1,
+        ge=0,
+        le=bounds.MAX_PRIORITY,
+        description="Higher runs sooner when delay costs.",
+    )
+
+    @field_validator("duration_s")
+    @classmethod
+    def _duration_within_bounds(cls, value: float) -> float:
+        return bounds.JOB_DURATION.check(value)
 
     @model_validator(mode="after")
     def _deadline_after_release(self) -> JobRequest:
@@ -202,11 +258,16 @@ class RunningJob(Frozen):
 class Snapshot(Frozen):
     """Everything the planner may know at ``now_s``. A copy: planning never changes it."""
 
-    now_s: float
-    sites: tuple[Site, ...]
+    now_s: float = Field(
+        ge=0.0,
+        le=bounds.MAX_TIMESTAMP_S,
+        description="Seconds from the simulation's start, or Unix time; before 2100 either way "
+        "(later, float steps of a second start to vanish).",
+    )
+    sites: tuple[Site, ...] = Field(max_length=bounds.MAX_SITES)
     states: Mapping[str, SiteState]
-    pending: tuple[JobRequest, ...] = ()
-    running: tuple[RunningJob, ...] = ()
+    pending: tuple[JobRequest, ...] = Field(default=(), max_length=bounds.MAX_JOBS_PER_SCENARIO)
+    running: tuple[RunningJob, ...] = Field(default=(), max_length=bounds.MAX_JOBS_PER_SCENARIO)
 
     @model_validator(mode="after")
     def _states_match_sites(self) -> Snapshot:

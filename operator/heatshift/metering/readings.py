@@ -35,6 +35,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Literal, NotRequired, TypedDict
 
+import pydantic
 from pydantic import Field
 
 from heatshift import bounds, model, thermal
@@ -543,7 +544,10 @@ def _forecast(raw: object, limits: ReadingLimits) -> model.DemandSeries:
                 f"{_num(limits.max_thermal_kw)} kW",
             )
         kw.append(x)
-    return model.DemandSeries(start_s=start, step_s=step, kw=tuple(kw))
+    try:
+        return model.DemandSeries(start_s=start, step_s=step, kw=tuple(kw))
+    except pydantic.ValidationError as err:  # the model's bounds (step, length, start)
+        raise _Reject(RejectionKind.OUT_OF_RANGE, model.validation_reason(err)) from None
 
 
 def validate_reading(

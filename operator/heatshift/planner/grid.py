@@ -7,6 +7,7 @@ long a job started at one slot overlaps another. Slot 0 always starts at ``now``
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 
 from heatshift.planner import config as planner_config
@@ -55,13 +56,27 @@ class Grid:
 
 
 def build_grid(now_s: float, cfg: planner_config.PlannerConfig) -> Grid:
-    """Fine ``step_s`` slots up to ``fine_span_s`` ahead, then ``coarse_step_s`` slots."""
+    """Fine ``step_s`` slots up to ``fine_span_s`` ahead, then ``coarse_step_s`` slots.
+
+    At most ``ceil(horizon_s / step_s)`` slots (every slot is at least ``step_s`` long but
+    the last): the loop is bounded by that count, not by float stepping, so a time so large
+    that adding a step changes nothing is an error rather than a loop without end.
+    """
+    if not (now_s + cfg.step_s) - now_s >= 0.5 * cfg.step_s:  # also false for NaN
+        raise ValueError(
+            f"cannot lay a grid of {cfg.step_s:g}s slots from time {now_s:g}: "
+            "float steps vanish there"
+        )
     starts = [now_s]
     t = now_s
     end = now_s + cfg.horizon_s
     fine_end = now_s + min(cfg.fine_span_s, cfg.horizon_s)
-    while t < end - 1e-6:
+    for _ in range(math.ceil(cfg.horizon_s / cfg.step_s)):
+        if t >= end - 1e-6:
+            break
         step = cfg.step_s if t < fine_end - 1e-6 else max(cfg.coarse_step_s, cfg.step_s)
         t = min(t + step, end)
         starts.append(t)
+    if t < end - 1e-6:  # not reached for a config and time within bounds
+        raise ValueError(f"the grid from time {now_s:g} fell short of the horizon")
     return Grid(starts=tuple(starts))

@@ -7,16 +7,22 @@ earliest-deadline-first -> deadline guard -> expected heat. Snapshots too large 
 the solver's budget are list-scheduled alone (status HEURISTIC), on a finer problem.
 Pure and deterministic for a snapshot, config and seed; bounded by the solver's time
 limit; always returns a plan (the list schedule, reported as FALLBACK, when the
-solver finds nothing in time). Called by the ``heatshift``/``oracle`` policies."""
+solver finds nothing in time). Called by the ``heatshift``/``oracle`` policies.
+
+Its work is bounded by its inputs: the config's horizon and step (validated by
+:class:`~heatshift.planner.config.PlannerConfig`) bound the grid, and a snapshot whose time or
+demand series lie outside :mod:`heatshift.bounds` (possible only for one built without
+validation) is refused with :class:`SnapshotOutOfBounds` before any work starts."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from heatshift import model
+from heatshift import bounds, model
 from heatshift.planner import checker, cpsat, greedy
 from heatshift.planner import classes as job_classes
 from heatshift.planner import config as planner_config
@@ -120,8 +126,43 @@ def _gentlest_within(
     return hi
 
 
+class SnapshotOutOfBounds(ValueError):
+    """A snapshot the planner refuses before planning, with the reason in words."""
+
+
+def input_problem(snapshot: model.Snapshot) -> str | None:
+    """Why ``snapshot`` lies outside the bounds the planner's work depends on; None if it
+    does not. A validated snapshot never does: this guards those built with
+    ``model_construct`` (the simulator's) and so skipped validation."""
+    now = snapshot.now_s
+    if not (math.isfinite(now) and 0.0 <= now <= bounds.MAX_TIMESTAMP_S):
+        return f"its time {now!r} is not between 0 and 2100-01-01 (Unix seconds)"
+    for state in snapshot.states.values():
+        for what, series in (
+            ("history", state.demand_history),
+            ("forecast", state.demand_forecast),
+        ):
+            if series is None:
+                continue
+            why = bounds.FORECAST_STEP.problem(series.step_s)
+            if why is None and len(series.kw) > bounds.MAX_SERIES_SAMPLES:
+                why = f"it has {len(series.kw):,} samples, more than {bounds.MAX_SERIES_SAMPLES:,}"
+            if why is None and not abs(series.start_s) <= bounds.MAX_TIMESTAMP_S:
+                why = f"its start {series.start_s!r} is not a time before 2100"
+            if why is not None:
+                return f"site {state.site}'s demand {what}: {why}"
+    return None
+
+
 def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.Plan:
-    """The heat-aware plan for ``snapshot``."""
+    """The heat-aware plan for ``snapshot``.
+
+    Raises :class:`SnapshotOutOfBounds` (before any planning) for a snapshot outside the
+    bounds; the operator then uses its heat-unaware plan and says why.
+    """
+    why = input_problem(snapshot)
+    if why is not None:
+        raise SnapshotOutOfBounds(f"snapshot rejected before planning: {why}")
     now = snapshot.now_s
     next_decision = now + cfg.step_s
     jobs, bad = greedy.unschedulable(snapshot)

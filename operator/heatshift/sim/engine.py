@@ -17,6 +17,12 @@ One step ``[t, t + step)`` runs as:
    (each at ``max(t, start, release)``), releases of jobs submitted mid-step, and an
    extra decision at the release of a job whose deadline falls before the next decision;
 4. the physics of the step, with each job's energy pro rata to its run inside the step.
+
+Heat reuse counts only heat recovered in the run. A tank that starts with energy delivers
+some of it too; that share is not reuse. The tank is taken as well mixed: whatever leaves
+it in a step (delivered, dumped, lost) is the same blend of start-of-run and recovered heat
+as it holds, so the recovered heat delivered is tracked per site beside the totals and is
+never more than the heat recovered.
 """
 
 from __future__ import annotations
@@ -46,10 +52,14 @@ class SiteTotals:
     demand_kwh: float
     recovered_kwh: float
     delivered_kwh: float
+    """All heat delivered, including what the tank held at the start."""
     dumped_kwh: float
     loss_kwh: float
     tank_start_kwh: float
     tank_end_kwh: float
+    reused_kwh: float
+    """The part of ``delivered_kwh`` that was recovered in the run (well-mixed tank):
+    ``0 <= reused_kwh <= recovered_kwh``."""
 
     @property
     def boiler_kwh(self) -> float:
@@ -58,7 +68,7 @@ class SiteTotals:
 
     @property
     def energy_balance_error_kwh(self) -> float:
-        """recovered - delivered - dumped - loss - change in tank: zero up to rounding."""
+        """start + recovered - delivered - dumped - loss - end: zero up to rounding."""
         return (
             self.recovered_kwh
             - self.delivered_kwh
@@ -123,18 +133,30 @@ class SimResult:
     """Wall time of each ``decide()`` call."""
 
     def metrics(self) -> dict[str, object]:
-        """The run's summary, as ``heatshift simulate`` prints it (energies in kWh)."""
-        useful = sum(s.delivered_kwh for s in self.sites.values())
-        recoverable = sum(s.recovered_kwh for s in self.sites.values())
+        """The run's summary, as ``heatshift simulate`` prints it (energies in kWh).
+
+        ``useful_heat_kwh`` is all heat delivered (what the boilers did not burn), the tanks'
+        start-of-run energy included; ``heat_reuse_ratio`` is the share of the heat
+        recovered in the run that was delivered, so it is within ``[0, 1]``. The tank
+        figures close the balance: ``initial_tank_kwh + recoverable_heat_kwh =
+        useful_heat_kwh + dumped_heat_kwh + tank_loss_kwh + final_tank_kwh``.
+        """
+        totals = self.sites.values()
+        recoverable = sum(s.recovered_kwh for s in totals)
+        reused = sum(s.reused_kwh for s in totals)
         seconds = sorted(self.plan_seconds) or [0.0]
         return {
             "policy": self.policy,
-            "useful_heat_kwh": useful,
+            "useful_heat_kwh": sum(s.delivered_kwh for s in totals),
             "recoverable_heat_kwh": recoverable,
-            "dumped_heat_kwh": sum(s.dumped_kwh for s in self.sites.values()),
-            "boiler_heat_kwh": sum(s.boiler_kwh for s in self.sites.values()),
-            "demand_kwh": sum(s.demand_kwh for s in self.sites.values()),
-            "heat_reuse_ratio": useful / recoverable if recoverable > 0 else 0.0,
+            "dumped_heat_kwh": sum(s.dumped_kwh for s in totals),
+            "boiler_heat_kwh": sum(s.boiler_kwh for s in totals),
+            "demand_kwh": sum(s.demand_kwh for s in totals),
+            # min(): float rounding only; the well-mixed share never exceeds the recovered.
+            "heat_reuse_ratio": min(1.0, reused / recoverable) if recoverable > 0 else 0.0,
+            "initial_tank_kwh": sum(s.tank_start_kwh for s in totals),
+            "final_tank_kwh": sum(s.tank_end_kwh for s in totals),
+            "tank_loss_kwh": sum(s.loss_kwh for s in totals),
             "deadline_misses": len(self.deadline_misses),
             "jobs_total": self.jobs_total,
             "jobs_completed": self.jobs_completed,
@@ -176,6 +198,8 @@ class _Fleet:
         self.tank = {
             s.name: float(scenario.initial_tank_kwh.get(s.name, 0.0)) for s in scenario.sites
         }
+        # The part of each tank's energy recovered in the run (the rest is from the start).
+        self.tank_recovered = {s.name: 0.0 for s in scenario.sites}
         self.queue: list[model.Placement] = []  # the last plan's placements not yet due
         self.rejected = 0
 
@@ -446,11 +470,13 @@ class _Accumulator:
         "it_kw",
         "loss",
         "recovered",
+        "reused",
         "tank_kwh",
     )
 
     def __init__(self, steps: int) -> None:
         self.demand = self.recovered = self.delivered = self.dumped = self.loss = 0.0
+        self.reused = 0.0
         self.demand_kw: list[float] = []
         self.delivered_kw: list[float] = []
         self.tank_kwh: list[float] = []
@@ -476,11 +502,19 @@ def _play_step(
                 joules += r.watts * overlap
         recovered = site.heat_recovery_efficiency * joules / _JOULES_PER_KWH
         demand_kw = capped_kw[site.name][i]
-        flows = thermal.exchange_heat(
-            site.tank, fleet.tank[site.name], recovered, demand_kw * hours, hours
+        before = fleet.tank[site.name]
+        flows = thermal.exchange_heat(site.tank, before, recovered, demand_kw * hours, hours)
+        # Well mixed: the loss takes its share of the recovered part, and what is delivered,
+        # dumped or kept is the blend of what remains with this step's recovered heat.
+        kept = fleet.tank_recovered[site.name] * (
+            (1.0 - flows.loss_kwh / before) if before else 1.0
         )
+        available = before - flows.loss_kwh + flows.recovered_kwh
+        share = min(1.0, max(0.0, (kept + flows.recovered_kwh) / available)) if available else 1.0
         fleet.tank[site.name] = flows.energy_after_kwh
+        fleet.tank_recovered[site.name] = flows.energy_after_kwh * share
         a = acc[site.name]
+        a.reused += flows.delivered_kwh * share
         a.demand += demand_kw * hours
         a.recovered += flows.recovered_kwh
         a.delivered += flows.delivered_kwh
@@ -537,6 +571,7 @@ def _result(
                 loss_kwh=acc[s.name].loss,
                 tank_start_kwh=float(scenario.initial_tank_kwh.get(s.name, 0.0)),
                 tank_end_kwh=fleet.tank[s.name],
+                reused_kwh=acc[s.name].reused,
             )
             for s in scenario.sites
         },

@@ -1,7 +1,7 @@
 """How simulation results are shown: a plain-text table, a JSON document and a plot.
 
 Called by ``heatshift simulate`` (:mod:`heatshift.cli`) with the :class:`SimResult` of
-each policy on one scenario. Pure formatting, apart from :func:`plot` writing its PNG.
+each policy on one scenario. Pure formatting, apart from :func:`plot` writing its file.
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from heatshift.sim import engine
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+"""File types :func:`plot` writes, chosen by the file name (matplotlib's own writers, no
+extra dependency)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,12 @@ def table(results: Sequence[engine.SimResult]) -> str:
         cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
         lines.append("  ".join(cells).rstrip())
     title = f"scenario {results[0].scenario}" if results else "no results"
+    initial = results[0].metrics()["initial_tank_kwh"] if results else 0.0
+    if isinstance(initial, float) and initial > 0:
+        lines.append(
+            f"note: useful kWh includes the {initial:,.1f} kWh the tanks held at the start; "
+            "reuse % counts only heat recovered in the run"
+        )
     return "\n".join([title, *lines]) + "\n"
 
 
@@ -79,13 +89,18 @@ def as_json(results: Sequence[engine.SimResult]) -> dict[str, object]:
 
 
 def plot(results: Sequence[engine.SimResult], path: Path) -> None:
-    """Draw each site's heat and tank over time, per policy, into a PNG at ``path``.
+    """Draw each site's heat and tank over time, per policy, into ``path``: a PNG, SVG or
+    PDF by its suffix (one of :data:`PLOT_SUFFIXES`; anything else is a ValueError, so a
+    file is never written under a name other than the one given).
 
     One row per site: on the left the (capped) demand and the heat each policy
     delivered, kW; on the right each policy's tank energy, kWh.
     """
     if not results:
         raise ValueError("no results to plot")
+    file_type = path.suffix.lower()
+    if file_type not in PLOT_SUFFIXES:
+        raise ValueError(f"expected a file name ending in one of {', '.join(PLOT_SUFFIXES)}")
     first = results[0]
     sites = list(first.series)
     hours = [t / 3600.0 for t in first.times_s]
@@ -134,4 +149,4 @@ def plot(results: Sequence[engine.SimResult], path: Path) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
     fig.suptitle(f"heatshift simulate: scenario {first.scenario}", fontweight="bold")
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=file_type[1:])

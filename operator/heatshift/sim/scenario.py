@@ -44,7 +44,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from heatshift import durations, model
+from heatshift import bounds, durations, model
 
 API_VERSION = "heatshift.dev/v1alpha1"
 KIND = "Scenario"
@@ -68,6 +68,8 @@ JOB_COLUMNS = (
 MAX_REPORTED_PROBLEMS = 20
 """A :class:`ScenarioError` lists at most this many problems, then says how many more."""
 
+_SUBMIT_TIME = bounds.DurationRange("a submit time", 0.0, bounds.SIMULATION_SPAN.high_s)
+_DEMAND_TIME = bounds.DurationRange("a time from the start", 0.0, bounds.SIMULATION_SPAN.high_s)
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DURATION_EXAMPLES = "a duration such as 90s, 15m, 6h or 1h30m"
 
@@ -125,23 +127,18 @@ def parse_duration(text: str) -> float:
 # --- the file, as written --------------------------------------------------------------
 
 
-def _duration_text(value: object, *, positive: bool) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected {_DURATION_EXAMPLES} (a string with a unit), got {value!r}")
-    seconds = parse_duration(value)  # ValueError with the expectation
-    if positive and seconds <= 0:
-        raise ValueError(f"expected a positive duration, got {value!r}")
-    if seconds < 0:
-        raise ValueError(f"expected a duration >= 0, got {value!r}")
-    return value.strip()
+def _duration_within(allowed: bounds.DurationRange) -> pydantic.BeforeValidator:
+    """A validator of a duration string within ``allowed`` (the rule said in its error)."""
 
+    def check(value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected {_DURATION_EXAMPLES} (a string with a unit), got {value!r}")
+        seconds = parse_duration(value)  # ValueError with the expectation
+        if allowed.problem(seconds) is not None:
+            raise ValueError(f"expected a duration {allowed.words()}, got {value!r}")
+        return value.strip()
 
-def _positive_duration(value: object) -> str:
-    return _duration_text(value, positive=True)
-
-
-def _non_negative_duration(value: object) -> str:
-    return _duration_text(value, positive=False)
+    return pydantic.BeforeValidator(check)
 
 
 def _dns_label(value: str) -> str:
@@ -153,34 +150,41 @@ def _dns_label(value: str) -> str:
     return value
 
 
-PositiveDuration = Annotated[str, pydantic.BeforeValidator(_positive_duration)]
-NonNegativeDuration = Annotated[str, pydantic.BeforeValidator(_non_negative_duration)]
 SiteName = Annotated[str, pydantic.AfterValidator(_dns_label)]
 
 
 class _Spec(BaseModel):
-    """A node of the file: frozen, unknown fields rejected, finite numbers only."""
+    """A node of the file: frozen, unknown fields rejected, finite numbers only, and strict
+    types: ``cpu: true`` or ``cpu: "16"`` is an error, not a number."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class CapacitySpec(_Spec):
-    cpu: float = Field(ge=0, description="CPU cores.")
-    memory_gib: float = Field(alias="memoryGiB", ge=0, description="Memory, GiB.")
-    gpu: int = Field(default=0, ge=0, description="Whole GPUs.")
+    cpu: float = Field(ge=0, le=bounds.MAX_CPU_CORES, description="CPU cores.")
+    memory_gib: float = Field(
+        alias="memoryGiB", ge=0, le=bounds.MAX_MEMORY_GIB, description="Memory, GiB."
+    )
+    gpu: int = Field(default=0, ge=0, le=bounds.MAX_GPUS, description="Whole GPUs.")
 
 
 class PowerSpec(_Spec):
-    idle_watts: float = Field(alias="idleWatts", ge=0)
+    idle_watts: float = Field(alias="idleWatts", ge=0, le=bounds.MAX_SITE_POWER_WATTS)
     watts_per_gpu: float = Field(
-        default=0.0, alias="wattsPerGPU", ge=0, description="Required when the site has GPUs."
+        default=0.0,
+        alias="wattsPerGPU",
+        ge=0,
+        le=bounds.MAX_SITE_POWER_WATTS,
+        description="Required when the site has GPUs.",
     )
-    watts_per_cpu: float = Field(alias="wattsPerCPU", ge=0)
+    watts_per_cpu: float = Field(alias="wattsPerCPU", ge=0, le=bounds.MAX_SITE_POWER_WATTS)
 
 
 class TankSpec(_Spec):
-    capacity_kwh: float = Field(alias="capacityKWh", ge=0)
-    initial_kwh: float = Field(default=0.0, alias="initialKWh", ge=0)
+    capacity_kwh: float = Field(alias="capacityKWh", ge=0, le=bounds.MAX_TANK_CAPACITY_KWH)
+    initial_kwh: float = Field(
+        default=0.0, alias="initialKWh", ge=0, le=bounds.MAX_TANK_CAPACITY_KWH
+    )
     loss_per_hour: float = Field(default=0.0, alias="lossPerHour", ge=0, lt=1)
 
 
@@ -188,19 +192,21 @@ class DemandCsvSpec(_Spec):
     path: str = Field(min_length=1, description="Relative to the scenario file.")
     time_column: str = Field(default="t_s", alias="timeColumn", min_length=1)
     kw_column: str = Field(default="kw", alias="kwColumn", min_length=1)
-    scale: float = Field(default=1.0, ge=0)
+    scale: float = Field(default=1.0, ge=0, description="Each kW value times this.")
 
 
 class DemandSpec(_Spec):
     """Exactly one of ``csv`` and ``constantKW``."""
 
     csv: DemandCsvSpec | None = None
-    constant_kw: float | None = Field(default=None, alias="constantKW", ge=0)
+    constant_kw: float | None = Field(
+        default=None, alias="constantKW", ge=0, le=bounds.MAX_THERMAL_KW
+    )
 
 
 class OfftakerSpec(_Spec):
-    kind: model.OfftakerKind
-    max_thermal_kw: float = Field(alias="maxThermalKW", gt=0)
+    kind: model.OfftakerKind = Field(strict=False)  # YAML gives the enum's value, a string
+    max_thermal_kw: float = Field(alias="maxThermalKW", gt=0, le=bounds.MAX_THERMAL_KW)
     demand: DemandSpec
 
 
@@ -222,12 +228,12 @@ class JobsSpec(_Spec):
 
 
 class ScenarioSpec(_Spec):
-    duration: PositiveDuration
-    step: PositiveDuration
-    default_max_delay: NonNegativeDuration = Field(
+    duration: Annotated[str, _duration_within(bounds.SIMULATION_SPAN)]
+    step: Annotated[str, _duration_within(bounds.SIMULATION_STEP)]
+    default_max_delay: Annotated[str, _duration_within(bounds.MAX_DELAY)] = Field(
         default=DEFAULT_MAX_DELAY, alias="defaultMaxDelay"
     )
-    sites: list[SiteSpec] = Field(min_length=1)
+    sites: list[SiteSpec] = Field(min_length=1, max_length=bounds.MAX_SITES)
     jobs: JobsSpec
 
 
@@ -286,6 +292,15 @@ def _field_names(cls: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in cls.model_fields.items()]
 
 
+def _shown(bound: object) -> str:
+    """A bound as people write it: ``1,000,000`` rather than ``1e+06``."""
+    if isinstance(bound, float) and bound.is_integer() and abs(bound) < 1e15:
+        bound = int(bound)
+    if isinstance(bound, int):
+        return f"{bound:,}"
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
 def _got(value: object) -> str:
     if isinstance(value, dict | list):
         return ""
@@ -311,8 +326,7 @@ def _error_line(file: Path, error: Mapping[str, Any]) -> str:
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}.get(kind, "<=")
         bound = next(iter(ctx.values()))
-        shown = f"{bound:g}" if isinstance(bound, float) else str(bound)
-        message = f"expected a number {op} {shown}{_got(value)}"
+        message = f"expected a number {op} {_shown(bound)}{_got(value)}"
     elif kind == "finite_number":
         message = f"expected a finite number{_got(value)}"
     elif kind in ("float_type", "float_parsing"):
@@ -329,6 +343,8 @@ def _error_line(file: Path, error: Mapping[str, Any]) -> str:
         message = f"expected a list{_got(value)}"
     elif kind == "too_short":
         message = f"expected at least {ctx.get('min_length', 1)} item(s)"
+    elif kind == "too_long":
+        message = f"expected at most {_shown(ctx.get('max_length'))} item(s)"
     elif kind in ("literal_error", "enum"):
         message = f"expected {ctx.get('expected', 'one of the allowed values')}{_got(value)}"
     else:
@@ -405,6 +421,12 @@ def _read_csv(file: Path, named_by: str, problems: list[str]) -> _Table | None:
                     continue  # blank line
                 if header is None:
                     header = [cell.strip() for cell in row]
+                elif len(rows) == bounds.MAX_CSV_ROWS:
+                    problems.append(
+                        f"{file} line {reader.line_num}: expected at most "
+                        f"{bounds.MAX_CSV_ROWS:,} rows after the header"
+                    )
+                    return None
                 else:
                     rows.append((reader.line_num, [cell.strip() for cell in row]))
     except FileNotFoundError:
@@ -425,30 +447,53 @@ def _read_csv(file: Path, named_by: str, problems: list[str]) -> _Table | None:
     return _Table(file, header, rows)
 
 
-def _number(text: str, where: str, problems: list[str], *, minimum: float = 0.0) -> float | None:
-    """A finite number >= ``minimum``, or None (and a problem) when it is not one."""
+def _float(text: str, where: str, problems: list[str], expected: str) -> float | None:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        problems.append(f"{where}: expected a number, got {text!r}")
+        problems.append(f"{where}: expected {expected}, got {text!r}")
+        return None
+
+
+def _number(
+    text: str, where: str, problems: list[str], *, maximum: float, minimum: float = 0.0
+) -> float | None:
+    """A finite number in ``[minimum, maximum]``, or None (and a problem) when it is not one."""
+    value = _float(text, where, problems, "a number")
+    if value is None:
         return None
     if not math.isfinite(value):
         problems.append(f"{where}: expected a finite number, got {text!r}")
         return None
-    if value < minimum:
-        problems.append(f"{where}: expected a number >= {minimum:g}, got {text!r}")
+    if not minimum <= value <= maximum:
+        problems.append(
+            f"{where}: expected a number from {_shown(minimum)} to {_shown(maximum)}, got {text!r}"
+        )
         return None
     return value
 
 
-def _whole(text: str, where: str, problems: list[str]) -> int | None:
-    value = _number(text, where, problems)
+def _whole(text: str, where: str, problems: list[str], *, maximum: int) -> int | None:
+    value = _number(text, where, problems, maximum=maximum)
     if value is None:
         return None
     if value != int(value):
         problems.append(f"{where}: expected a whole number, got {text!r}")
         return None
     return int(value)
+
+
+def _seconds(
+    text: str, where: str, problems: list[str], allowed: bounds.DurationRange
+) -> float | None:
+    """A number of seconds within ``allowed``, or None (and a problem saying the rule)."""
+    value = _float(text, where, problems, "a number of seconds")
+    if value is not None and allowed.problem(value) is not None:
+        problems.append(
+            f"{where}: expected {allowed.what} in seconds, {allowed.words()}, got {text!r}"
+        )
+        return None
+    return value
 
 
 def _row_fields(
@@ -526,8 +571,16 @@ def _demand_from_csv(
             continue
         where_t = f"{file} line {line}, column {spec.time_column}"
         where_kw = f"{file} line {line}, column {spec.kw_column}"
-        t = _number(cells[spec.time_column], f"{where_t} (seconds from the start)", problems)
-        kw = _number(cells[spec.kw_column], f"{where_kw} (kW)", problems)
+        t = _seconds(cells[spec.time_column], where_t, problems, _DEMAND_TIME)
+        kw = _number(
+            cells[spec.kw_column], f"{where_kw} (kW)", problems, maximum=bounds.MAX_THERMAL_KW
+        )
+        if kw is not None and kw * spec.scale > bounds.MAX_THERMAL_KW:
+            problems.append(
+                f"{where_kw} (kW): expected at most {_shown(bounds.MAX_THERMAL_KW)} kW after "
+                f"scaling by {spec.scale:g} ({scenario_file}: {field}.scale), got {kw:g}"
+            )
+            kw = None
         if t is not None and times and t <= times[-1]:
             problems.append(
                 f"{where_t}: expected times in ascending order, got {t:g} after "
@@ -586,31 +639,45 @@ def _jobs_from_csv(
             )
         else:
             first_line[job_id] = line
-        submit = _number(cells["submit_s"], at("submit_s"), problems)
-        duration = _number(cells["duration_s"], at("duration_s"), problems)
-        if duration is not None and duration <= 0:
-            problems.append(
-                f"{at('duration_s')}: expected a number > 0, got {cells['duration_s']!r}"
-            )
-        cpu = _number(cells["cpu"], at("cpu"), problems)
-        memory = _number(cells["memory_gib"], at("memory_gib"), problems)
-        gpu = _whole(cells["gpu"], at("gpu"), problems)
+        submit = _seconds(cells["submit_s"], at("submit_s"), problems, _SUBMIT_TIME)
+        duration = _seconds(cells["duration_s"], at("duration_s"), problems, bounds.JOB_DURATION)
+        cpu = _number(cells["cpu"], at("cpu"), problems, maximum=bounds.MAX_CPU_CORES)
+        memory = _number(
+            cells["memory_gib"], at("memory_gib"), problems, maximum=bounds.MAX_MEMORY_GIB
+        )
+        gpu = _whole(cells["gpu"], at("gpu"), problems, maximum=bounds.MAX_GPUS)
         power = (
-            _number(cells["power_watts"], at("power_watts"), problems)
+            _number(
+                cells["power_watts"],
+                at("power_watts"),
+                problems,
+                maximum=bounds.MAX_JOB_POWER_WATTS,
+            )
             if cells["power_watts"]
             else None
         )
         delay = (
-            _number(cells["max_delay_s"], at("max_delay_s"), problems)
+            _seconds(cells["max_delay_s"], at("max_delay_s"), problems, bounds.MAX_DELAY)
             if cells["max_delay_s"]
             else default_max_delay_s
         )
-        priority = _whole(cells["priority"], at("priority"), problems) if cells["priority"] else 1
+        priority = (
+            _whole(cells["priority"], at("priority"), problems, maximum=bounds.MAX_PRIORITY)
+            if cells["priority"]
+            else 1
+        )
         allowed: frozenset[str] | None = None
         if cells["sites"]:
             names = [s.strip() for s in cells["sites"].split(";") if s.strip()]
             strangers = [n for n in names if n not in known_sites]
-            if strangers:
+            if not names:
+                # Not "any site": a field that names no site is a slip, not a choice.
+                problems.append(
+                    f"{at('sites')}: expected ';'-separated site names from: "
+                    f"{', '.join(site_names)} (or an empty field for any site), "
+                    f"got {cells['sites']!r}"
+                )
+            elif strangers:
                 problems.append(
                     f"{at('sites')}: unknown site {', '.join(map(repr, strangers))}; expected "
                     f"';'-separated names from: {', '.join(site_names)}"
@@ -655,6 +722,11 @@ def _check_spec(file: Path, spec: ScenarioSpec, problems: list[str]) -> None:
         problems.append(
             f"{file}: spec.step: expected a step that divides spec.duration ({spec.duration}) "
             f"into whole steps, got {spec.step!r}"
+        )
+    elif round(duration / step) > bounds.MAX_SERIES_SAMPLES:
+        problems.append(
+            f"{file}: spec.step: expected at most {bounds.MAX_SERIES_SAMPLES:,} steps in "
+            f"spec.duration ({spec.duration}), got {round(duration / step):,} of {spec.step}"
         )
     first: dict[str, int] = {}
     for i, site in enumerate(spec.sites):
