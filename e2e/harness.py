@@ -163,36 +163,6 @@ class Process:
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def exec_plugin_kubeconfig(self, directory: Path, token: str) -> tuple[Path, Path]:
-        """A kubeconfig whose user logs in through an exec plugin (as EKS, GKE and AKS write
-        them) that prints ``token`` in an ExecCredential; and the file counting its runs."""
-        directory.mkdir(parents=True, exist_ok=True)
-        runs = directory / "plugin-runs"
-        plugin = directory / "get-token"
-        plugin.write_text(EXEC_PLUGIN.format(python=sys.executable))
-        plugin.chmod(0o755)
-        config = yaml.safe_load(kubeconfig(self.server, self.pki / "ca.crt", ""))
-        config["users"] = [
-            {
-                "name": "e2e-plugin-user",
-                "user": {
-                    "exec": {
-                        "apiVersion": "client.authentication.k8s.io/v1",
-                        "command": str(plugin),
-                        "env": [
-                            {"name": "E2E_TOKEN", "value": token},
-                            {"name": "E2E_RUNS", "value": str(runs)},
-                        ],
-                        "interactiveMode": "Never",
-                    }
-                },
-            }
-        ]
-        config["contexts"][0]["context"]["user"] = "e2e-plugin-user"
-        path = directory / "plugin.kubeconfig"
-        path.write_text(yaml.safe_dump(config))
-        return path, runs
-
     def check_alive(self) -> None:
         if not self.running:
             code = self.popen.returncode if self.popen else None
@@ -597,6 +567,36 @@ class LocalControlPlane:
         wait_for("the default ServiceAccount", self._default_service_account, STARTUP_TIMEOUT_S)
         wait_for("every site node Ready", self._nodes_ready, STARTUP_TIMEOUT_S)
         return self
+
+    def exec_plugin_kubeconfig(self, directory: Path, token: str) -> tuple[Path, Path]:
+        """A kubeconfig whose user logs in through an exec plugin (as EKS, GKE and AKS write
+        them) that prints ``token`` in an ExecCredential; and the file counting its runs."""
+        directory.mkdir(parents=True, exist_ok=True)
+        runs = directory / "plugin-runs"
+        plugin = directory / "get-token"
+        plugin.write_text(EXEC_PLUGIN.format(python=sys.executable))
+        plugin.chmod(0o755)
+        config = yaml.safe_load(kubeconfig(self.server, self.pki / "ca.crt", ""))
+        config["users"] = [
+            {
+                "name": "e2e-plugin-user",
+                "user": {
+                    "exec": {
+                        "apiVersion": "client.authentication.k8s.io/v1",
+                        "command": str(plugin),
+                        "env": [
+                            {"name": "E2E_TOKEN", "value": token},
+                            {"name": "E2E_RUNS", "value": str(runs)},
+                        ],
+                        "interactiveMode": "Never",
+                    }
+                },
+            }
+        ]
+        config["contexts"][0]["context"]["user"] = "e2e-plugin-user"
+        path = directory / "plugin.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        return path, runs
 
     def check_alive(self) -> None:
         for process in self.processes:
