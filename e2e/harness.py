@@ -286,6 +286,20 @@ def kubeconfig(server: str, ca_file: Path, token: str) -> str:
     return yaml.safe_dump(config)
 
 
+EXEC_PLUGIN = """\
+#!{python}
+# An exec credential plugin: counts its runs, prints $E2E_TOKEN valid for an hour.
+import datetime, json, os, pathlib
+runs = pathlib.Path(os.environ["E2E_RUNS"])
+runs.write_text(str(int(runs.read_text()) + 1 if runs.exists() else 1))
+until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+stamp = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+status = {{"token": os.environ["E2E_TOKEN"], "expirationTimestamp": stamp}}
+info = json.loads(os.environ["KUBERNETES_EXEC_INFO"])
+print(json.dumps({{"apiVersion": info["apiVersion"], "kind": "ExecCredential", "status": status}}))
+"""
+
+
 # --- kubectl -------------------------------------------------------------------------------------
 
 
@@ -410,6 +424,8 @@ class LocalControlPlane:
         self.server = f"https://127.0.0.1:{self.api_port}"
         self.admin_token = os.urandom(16).hex()
         self.admin = Kube(work / "admin.kubeconfig")
+        self.plugin_token = os.urandom(16).hex()
+        """What the exec credential plugin of :meth:`exec_plugin_kubeconfig` hands out."""
 
     def helm(self, *args: str) -> str:
         return helm_run(self.admin.kubeconfig, *args)
@@ -430,9 +446,11 @@ class LocalControlPlane:
         make_serving_cert(self.pki, "apiserver", "kube-apiserver")
         openssl("genrsa", "-out", "sa.key", "2048", cwd=self.pki)
         openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=self.pki)
-        # Static token for the admin (system:masters); the operator gets a ServiceAccount token.
+        # Static tokens for the admin and for a user who logs in through an exec credential
+        # plugin (both system:masters); the operator gets a ServiceAccount token.
         (self.pki / "tokens.csv").write_text(
             f'{self.admin_token},e2e-admin,e2e-admin,"system:masters"\n'
+            f'{self.plugin_token},e2e-plugin-user,e2e-plugin-user,"system:masters"\n'
         )
         self.admin.kubeconfig.write_text(
             kubeconfig(self.server, self.pki / "ca.crt", self.admin_token)
@@ -549,6 +567,36 @@ class LocalControlPlane:
         wait_for("the default ServiceAccount", self._default_service_account, STARTUP_TIMEOUT_S)
         wait_for("every site node Ready", self._nodes_ready, STARTUP_TIMEOUT_S)
         return self
+
+    def exec_plugin_kubeconfig(self, directory: Path, token: str) -> tuple[Path, Path]:
+        """A kubeconfig whose user logs in through an exec plugin (as EKS, GKE and AKS write
+        them) that prints ``token`` in an ExecCredential; and the file counting its runs."""
+        directory.mkdir(parents=True, exist_ok=True)
+        runs = directory / "plugin-runs"
+        plugin = directory / "get-token"
+        plugin.write_text(EXEC_PLUGIN.format(python=sys.executable))
+        plugin.chmod(0o755)
+        config = yaml.safe_load(kubeconfig(self.server, self.pki / "ca.crt", ""))
+        config["users"] = [
+            {
+                "name": "e2e-plugin-user",
+                "user": {
+                    "exec": {
+                        "apiVersion": "client.authentication.k8s.io/v1",
+                        "command": str(plugin),
+                        "env": [
+                            {"name": "E2E_TOKEN", "value": token},
+                            {"name": "E2E_RUNS", "value": str(runs)},
+                        ],
+                        "interactiveMode": "Never",
+                    }
+                },
+            }
+        ]
+        config["contexts"][0]["context"]["user"] = "e2e-plugin-user"
+        path = directory / "plugin.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        return path, runs
 
     def check_alive(self) -> None:
         for process in self.processes:

@@ -10,6 +10,8 @@ import collections
 import datetime
 import itertools
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -399,6 +401,33 @@ def test_the_charts_rbac_never_refused_the_operator(heatshift: harness.Heatshift
         if "APIForbiddenError" in line or "HTTP 403" in line or "forbidden" in line.lower()
     ]
     assert not refused, "\n".join(refused[:10])
+
+
+# --- logging in like kubectl -------------------------------------------------------------------
+
+
+def test_plan_dry_run_logs_in_through_an_exec_credential_plugin(
+    heatshift: harness.Heatshift,
+) -> None:
+    """``heatshift plan --dry-run`` with a kubeconfig whose user is an exec plugin (what EKS,
+    GKE and AKS write): the plugin runs, the API server takes its token; a token it refuses
+    is one line naming the kubeconfig user."""
+    cluster = heatshift.cluster
+    if not isinstance(cluster, harness.LocalControlPlane):
+        pytest.skip("the plugin's static token needs the local control plane's authenticator")
+    config, runs = cluster.exec_plugin_kubeconfig(heatshift.work / "plugin", cluster.plugin_token)
+    plan = [sys.executable, "-m", "heatshift", "plan", "--dry-run", "--kubeconfig", str(config)]
+    done = subprocess.run(plan, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "HeatPolicy " in done.stdout or "no HeatPolicies" in done.stdout
+    assert runs.read_text() == "1"
+
+    refused, _ = cluster.exec_plugin_kubeconfig(heatshift.work / "refused", "not-a-token")
+    plan[-1] = str(refused)
+    done = subprocess.run(plan, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "kubeconfig user 'e2e-plugin-user' (context 'e2e'): the API server refused" in line
 
 
 # --- 4. operator killed during apply (last: it leaves two replicas running) ---------------------

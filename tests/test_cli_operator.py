@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -35,6 +34,7 @@ def test_run_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> No
         "--webhook-url",
         "--manage-webhook-config",
         "--kubeconfig",
+        "--context",
         "/hold-jobs",
     ):
         assert flag in text, flag
@@ -45,7 +45,6 @@ def test_run_passes_its_flags_to_the_operator(
 ) -> None:
     seen: list[handlers.RunOptions] = []
     monkeypatch.setattr(handlers, "run", seen.append)
-    monkeypatch.setenv("KUBECONFIG", "unchanged")
     kubeconfig = tmp_path / "config"
 
     status = cli.main(
@@ -61,6 +60,7 @@ def test_run_passes_its_flags_to_the_operator(
             "--webhook-url=https://heatshift.svc:443",
             "--manage-webhook-config",
             f"--kubeconfig={kubeconfig}",
+            "--context=prod",
         ]
     )
 
@@ -71,7 +71,7 @@ def test_run_passes_its_flags_to_the_operator(
     assert options.metrics_port is None and options.health_port == 8081
     assert (options.webhook_port, options.webhook_cert_dir) == (9999, tmp_path)
     assert options.webhook_url == "https://heatshift.svc:443"
-    assert os.environ["KUBECONFIG"] == str(kubeconfig)
+    assert (options.kubeconfig, options.context) == (kubeconfig, "prod")
 
 
 @pytest.mark.parametrize("port", ["-1", "65536", "http"])

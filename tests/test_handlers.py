@@ -1,7 +1,9 @@
-"""The Kopf wiring's own pieces: credentials, the webhook server set-up, the advertised URL."""
+"""The Kopf wiring's own pieces: the credential Kopf gets, the webhook server set-up, the
+advertised URL."""
 
 from __future__ import annotations
 
+import datetime
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,22 +13,31 @@ import kopf
 import pytest
 
 from heatshift import handlers, tlscert
+from heatshift.kube import login
 
 
-def test_kopf_credentials_become_the_clients_connection() -> None:
-    info = kopf.ConnectionInfo(
+def test_heatshifts_credential_becomes_kopfs_connection_info() -> None:
+    expires = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+    credential = login.Credential(
         server="https://api.example:6443",
-        ca_path=Path("/ca.crt"),
-        token="t",
+        ca_path="/ca.crt",
+        insecure=False,
         scheme="Bearer",
-        certificate_data=b"cert",
-        private_key_data=b"key",
+        token="t",
+        certificate_path="/client.crt",
+        private_key_path="/client.key",
+        proxy_url="http://proxy.example:3128",
+        expiration=expires,
     )
-    conn = handlers.connection(info)
-    assert conn.server == "https://api.example:6443"
-    assert conn.ca_path == "/ca.crt"
-    assert (conn.token, conn.scheme, conn.insecure) == ("t", "Bearer", False)
-    assert (conn.certificate_data, conn.private_key_data) == (b"cert", b"key")
+    info = handlers.connection_info(credential)
+    assert (info.server, info.ca_path, info.insecure) == (
+        "https://api.example:6443",
+        "/ca.crt",
+        False,
+    )
+    assert info.as_http_headers() == {"Authorization": "Bearer t"}
+    assert (info.certificate_path, info.private_key_path) == ("/client.crt", "/client.key")
+    assert (info.proxy_url, info.expiration) == ("http://proxy.example:3128", expires)
 
 
 def test_without_a_cert_dir_a_self_signed_certificate_is_made(tmp_path: Path) -> None:
@@ -75,15 +86,3 @@ def test_replicas_started_alike_do_not_tie_for_peering_priority() -> None:
     alike = handlers.RunOptions()
     assert len({handlers.peering_priority(alike) for _ in range(20)}) == 20
     assert handlers.peering_priority(handlers.RunOptions(priority=7)) == 7
-
-
-def test_in_a_pod_the_service_account_token_file_is_followed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    token_file = tmp_path / "token"
-    token_file.write_text("sa-token\n")
-    monkeypatch.setattr(handlers, "SERVICE_ACCOUNT_TOKEN", str(token_file))
-    in_pod = kopf.ConnectionInfo(server="https://10.0.0.1", token="sa-token")
-    from_kubeconfig = kopf.ConnectionInfo(server="https://10.0.0.1", token="user-token")
-    assert handlers.connection(in_pod).token_path == str(token_file)
-    assert handlers.connection(from_kubeconfig).token_path is None

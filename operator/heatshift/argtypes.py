@@ -1,8 +1,10 @@
-"""argparse value types shared by the ``heatshift`` subcommands.
+"""argparse value types and options shared by the ``heatshift`` subcommands.
 
-Each turns a bad value into a one-line usage error that says what was expected, at parse
+Each type turns a bad value into a one-line usage error that says what was expected, at parse
 time: a value that would make a long run fail (or never end) is rejected before it starts.
 Duration limits come from :mod:`heatshift.bounds`, the same ranges the resources and models use.
+:func:`add_login_arguments` is kubectl's ``--kubeconfig`` and ``--context``, for every command
+that talks to a cluster (``run``, ``plan``, ``metering-sim``).
 """
 
 from __future__ import annotations
@@ -117,3 +119,19 @@ def positive_number(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def add_login_arguments(parser: argparse.ArgumentParser, *, what: str = "") -> None:
+    """``--kubeconfig FILE`` and ``--context NAME``, meaning what they mean to kubectl."""
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help=f"{what}kubeconfig to use (default: the files in $KUBECONFIG, else the pod's "
+        "service account, else ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--context",
+        metavar="NAME",
+        help="kubeconfig context to use (default: its current-context)",
+    )

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import statistics
 import sys
 import time
@@ -187,22 +186,17 @@ def _bench_planner(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _use_kubeconfig(path: Path | None) -> None:
-    # Kopf's login and heatshift's client both read $KUBECONFIG.
-    if path is not None:
-        os.environ["KUBECONFIG"] = str(path)
-
-
 def _run(args: argparse.Namespace) -> int:
     """``heatshift run``: start the operator; returns when interrupted."""
     from heatshift import handlers
 
-    _use_kubeconfig(args.kubeconfig)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     options = handlers.RunOptions(
         namespaces=tuple(dict.fromkeys(args.namespace or ())),
+        kubeconfig=args.kubeconfig,
+        context=args.context,
         metrics_port=args.metrics_port or None,
         health_port=args.health_port or None,
         webhook_port=args.webhook_port,
@@ -214,7 +208,11 @@ def _run(args: argparse.Namespace) -> int:
         standalone=args.standalone,
         priority=args.priority,
     )
-    handlers.run(options)
+    try:
+        handlers.run(options)
+    except kube_client.KubeCredentialError as err:
+        sys.stderr.write(f"heatshift run: error: cannot log in: {err}\n")
+        return EXIT_FAILURE
     return EXIT_OK
 
 
@@ -260,13 +258,13 @@ def _describe_cycle(result: cycle_mod.CycleResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _dry_run(names: Sequence[str], namespaces: Sequence[str]) -> list[str]:
-    import kopf
+async def _dry_run(args: argparse.Namespace) -> list[str]:
+    from heatshift.kube import login
 
-    from heatshift import handlers
-
-    info = handlers.connection_info(kopf.OperatorSettings())
-    async with kube_client.Client(handlers.connection(info)) as api:
+    names: Sequence[str] = args.policy or ()
+    namespaces = tuple(args.namespace or ())
+    async with await login.connect(args.kubeconfig, args.context) as session:
+        api = session.api
         memory = cycle_mod.Memory(recorder=kube_events.Recorder(api), metrics=metrics_mod.Metrics())
         if not names:
             found = await api.list_objects(cycle_mod.HEATPOLICIES)
@@ -288,13 +286,15 @@ def _plan(args: argparse.Namespace) -> int:
             "plans\n"
         )
         return EXIT_USAGE
-    _use_kubeconfig(args.kubeconfig)
     logging.basicConfig(level=logging.WARNING)
     try:
-        texts = asyncio.run(_dry_run(args.policy or (), tuple(args.namespace or ())))
+        texts = asyncio.run(_dry_run(args))
     except (cycle_mod.PolicyInvalid, cycle_mod.PolicyNotFound) as err:
         sys.stderr.write(f"heatshift plan: error: {err}\n")
         return EXIT_USAGE
+    except kube_client.KubeCredentialError as err:
+        sys.stderr.write(f"heatshift plan: error: cannot log in: {err}\n")
+        return EXIT_FAILURE
     except kube_client.KubeAPIError as err:
         sys.stderr.write(f"heatshift plan: error: the cluster could not be read: {err}\n")
         return EXIT_FAILURE
@@ -417,20 +417,14 @@ def _add_metering_sim(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _add_cluster_arguments(p: argparse.ArgumentParser, verb: str) -> None:
-    """``--namespace`` and ``--kubeconfig``, shared by ``run`` and ``plan``."""
+    """``--namespace``, ``--kubeconfig`` and ``--context``, shared by ``run`` and ``plan``."""
     p.add_argument(
         "--namespace",
         action="append",
         metavar="NS",
         help=f"{verb} Jobs and Pods in this namespace only; repeatable (default: all namespaces)",
     )
-    p.add_argument(
-        "--kubeconfig",
-        type=Path,
-        metavar="FILE",
-        help="kubeconfig to use (default: in-cluster service account, else $KUBECONFIG or "
-        "~/.kube/config)",
-    )
+    argtypes.add_login_arguments(p)
 
 
 def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

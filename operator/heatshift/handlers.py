@@ -17,8 +17,11 @@ Handlers (ids are part of the contract with the Helm chart and the e2e suite):
   changes).
 - ``notice-held-jobs``: wakes the planning daemons when a held Job appears.
 
-Everything the handlers share lives in :class:`State`, in Kopf's ``memo``. Called by Kopf;
-started by ``heatshift run`` (:func:`run`).
+Everything the handlers share lives in :class:`State`, in Kopf's ``memo``. :func:`operate`
+logs in once (:mod:`heatshift.kube.login`, as kubectl does) before Kopf starts; the ``login``
+handler hands Kopf that same credential, renewed when it expires or is refused, so Kopf's
+watches and heatshift's own requests always act as the same user. Called by Kopf; started by
+``heatshift run`` (:func:`run`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import random
 import tempfile
 import threading
@@ -41,6 +43,7 @@ import pydantic
 from heatshift import metrics as metrics_mod
 from heatshift import resources, tlscert
 from heatshift.kube import admission, client, cycle, events, meters, selection, workloads
+from heatshift.kube import login as login_mod
 from heatshift.kube import status as status_mod
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,9 @@ class RunOptions:
     webhook_cert_dir: Path | None = None
     webhook_url: str | None = None
     manage_webhook_config: bool = False
+    kubeconfig: Path | None = None
+    """``--kubeconfig``; None: KUBECONFIG, in-cluster, ~/.kube/config (see kube.login)."""
+    context: str | None = None
     peering: str = DEFAULT_PEERING
     standalone: bool = False
     priority: int | None = None
@@ -85,6 +91,8 @@ class State:
 
     options: RunOptions
     metrics: metrics_mod.Metrics
+    session: login_mod.Session
+    logins: int = 0
     api: client.Client | None = None
     memory: cycle.Memory | None = None
     wake: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
@@ -106,56 +114,33 @@ def _ready(state: State) -> tuple[client.Client, cycle.Memory]:
 # --- credentials -------------------------------------------------------------------------------
 
 
-def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
-    """In-cluster service account, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
-        settings=settings
+def connection_info(credential: login_mod.Credential) -> kopf.ConnectionInfo:
+    """heatshift's credential as Kopf takes it, so Kopf and heatshift see the same cluster."""
+    return kopf.ConnectionInfo(
+        server=credential.server,
+        ca_path=credential.ca_path,
+        insecure=credential.insecure,
+        scheme=credential.scheme,
+        token=credential.token,
+        certificate_path=credential.certificate_path,
+        private_key_path=credential.private_key_path,
+        proxy_url=credential.proxy_url,
+        # Kopf logs in again before this passes (and after any 401), through this handler.
+        expiration=credential.expiration,
     )
-    if info is None:
-        raise kopf.PermanentError("no Kubernetes credentials: no service account, no kubeconfig")
-    return info
-
-
-SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
-
-def connection(info: kopf.ConnectionInfo) -> client.Connection:
-    """Kopf's connection info as heatshift's own client wants it."""
-
-    def text(value: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None) -> str | None:
-        return None if value is None else os.fsdecode(value)
-
-    # In a pod the kubelet rotates the service-account token: keep re-reading the file.
-    token_path = None
-    if info.token and _token_file_holds(SERVICE_ACCOUNT_TOKEN, info.token):
-        token_path = SERVICE_ACCOUNT_TOKEN
-
-    return client.Connection(
-        server=info.server,
-        ca_path=text(info.ca_path),
-        ca_data=info.ca_data,
-        insecure=bool(info.insecure),
-        token=info.token,
-        scheme=info.scheme,
-        certificate_path=text(info.certificate_path),
-        certificate_data=info.certificate_data,
-        private_key_path=text(info.private_key_path),
-        private_key_data=info.private_key_data,
-        token_path=token_path,
-    )
-
-
-def _token_file_holds(path: str, token: str) -> bool:
-    try:
-        return Path(path).read_text().strip() == token
-    except OSError:
-        return False
 
 
 @kopf.on.login()
-def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
-    # Kopf and heatshift's client log in the same way, so they always see the same cluster.
-    return connection_info(settings)
+async def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
+    state = _state(memo)
+    if state.logins:
+        # Kopf asks again because the credential expired or was refused: fetch a fresh one.
+        try:
+            await state.session.renew()
+        except client.KubeAPIError as err:
+            raise kopf.TemporaryError(str(err), delay=RETRY_S) from err
+    state.logins += 1
+    return connection_info(await state.session.credential())
 
 
 # --- startup and shutdown ----------------------------------------------------------------------
@@ -207,10 +192,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     state.scratch = tempfile.TemporaryDirectory(prefix="heatshift-webhook-")
     settings.admission.server = _webhook_server(options, Path(state.scratch.name))
     settings.admission.managed = f"{GROUP}.webhooks" if options.manage_webhook_config else None
-    state.api = client.Client(connection(connection_info(settings)))
+    state.api = state.session.api
     state.memory = cycle.Memory(recorder=events.Recorder(state.api), metrics=state.metrics)
     log.info(
-        "heatshift started: namespaces=%s webhook_port=%d managed_webhooks=%s",
+        "heatshift started: cluster=%s as %s namespaces=%s webhook_port=%d managed_webhooks=%s",
+        state.api.server,
+        state.session.who,
         ",".join(options.namespaces) or "all",
         options.webhook_port,
         options.manage_webhook_config,
@@ -220,8 +207,6 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
     state = _state(memo)
-    if state.api is not None:
-        await state.api.aclose()
     if state.scratch is not None:
         state.scratch.cleanup()
 
@@ -504,23 +489,28 @@ async def operate(
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
-    """Run the operator in the current event loop until ``stop_flag`` is set (or a signal)."""
-    state = State(options=options, metrics=metrics or metrics_mod.Metrics())
-    if options.metrics_port is not None:
-        state.metrics.serve(options.metrics_port)
-    await kopf.operator(
-        standalone=options.standalone,
-        priority=peering_priority(options),
-        # A named peering is mandatory in Kopf: without its peering object every replica
-        # pauses rather than act alone. Standalone runs need none.
-        peering_name=None if options.standalone else options.peering,
-        clusterwide=not options.namespaces,
-        namespaces=list(options.namespaces),
-        liveness_endpoint=_liveness(options),
-        memo=kopf.Memo(heatshift=state),
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-    )
+    """Run the operator in the current event loop until ``stop_flag`` is set (or a signal).
+
+    Logs in first, so that a credential problem stops it at once with one line
+    (:class:`client.KubeCredentialError`) rather than inside Kopf's retries."""
+    session = await login_mod.connect(options.kubeconfig, options.context)
+    async with session:
+        state = State(options=options, metrics=metrics or metrics_mod.Metrics(), session=session)
+        if options.metrics_port is not None:
+            state.metrics.serve(options.metrics_port)
+        await kopf.operator(
+            standalone=options.standalone,
+            priority=peering_priority(options),
+            # A named peering is mandatory in Kopf: without its peering object every replica
+            # pauses rather than act alone. Standalone runs need none.
+            peering_name=None if options.standalone else options.peering,
+            clusterwide=not options.namespaces,
+            namespaces=list(options.namespaces),
+            liveness_endpoint=_liveness(options),
+            memo=kopf.Memo(heatshift=state),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
 
 
 def run(options: RunOptions) -> None:

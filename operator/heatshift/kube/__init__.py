@@ -2,7 +2,9 @@
 
 One module per concern:
 
-- :mod:`heatshift.kube.client`: a small async Kubernetes API client (aiohttp) and its errors.
+- :mod:`heatshift.kube.login`: the one login, as kubectl does it (kubeconfig, exec plugins,
+  in-cluster), on ``kubernetes_asyncio``.
+- :mod:`heatshift.kube.client`: the verbs heatshift uses on that client, retries and typed errors.
 - :mod:`heatshift.kube.hints`: job annotations (deadline, max delay, duration, power, sites).
 - :mod:`heatshift.kube.workloads`: Jobs and bare Pods as :class:`Workload` records.
 - :mod:`heatshift.kube.selection`: which HeatPolicy manages which workload.
@@ -14,7 +16,7 @@ One module per concern:
 - :mod:`heatshift.kube.status`: LeafSite and HeatPolicy status from a planning cycle.
 - :mod:`heatshift.kube.cycle`: one planning cycle, snapshot to applied plan.
 
-Translation functions are pure (dicts in, dicts or patches out); only ``client``, ``meters``,
-``events``, ``apply`` and ``cycle`` do I/O. Kopf is not imported here: ``heatshift.handlers``
-wires it.
+Translation functions are pure (dicts in, dicts or patches out); only ``login``, ``client``,
+``meters``, ``events``, ``apply`` and ``cycle`` do I/O. Kopf is not imported here:
+``heatshift.handlers`` wires it.
 """

@@ -1,44 +1,55 @@
-"""A small async Kubernetes API client: get, list, patch, create, and typed errors.
+"""The verbs heatshift uses on the Kubernetes API (get, list, patch, create) and typed errors.
 
-heatshift needs a handful of verbs on a handful of resources, so this speaks the REST API
-directly over aiohttp (already a dependency) instead of pulling in a generated client. Kopf
-keeps its own connection for watching; the wiring (:mod:`heatshift.handlers`) hands this client
-the same credentials Kopf logged in with. Every HTTP error becomes a :class:`KubeAPIError`
-subclass chained to its cause; 409 is :class:`KubeConflict`, 404 :class:`KubeNotFound`.
+A thin facade over ``kubernetes_asyncio``'s :class:`ApiClient`: the library owns the
+connection, TLS, proxies and credentials (:mod:`heatshift.kube.login` sets them up the way
+kubectl does); this module adds what heatshift's callers want on top:
 
-Called by the planning cycle, the webhook handlers and ``heatshift plan --dry-run``. Tests use
-:class:`KubeApi`-compatible fakes or a Kubernetes API emulator.
+- API paths in, plain JSON dicts out: the cycle, snapshot and apply code read raw objects.
+- Every failure a :class:`KubeAPIError` with ``status`` and ``retryable``, chained to its cause;
+  409 is :class:`KubeConflict`, 404 :class:`KubeNotFound`, a credential that cannot be had or is
+  refused :class:`KubeCredentialError`, naming the kubeconfig user.
+- A briefly busy API server is waited out: 429 (after its Retry-After) and 5xx are retried a
+  few times within a capped total, so the planning cycle does not lose a deadline release to
+  one throttled request. A 401 renews the credential once (an exec plugin is run again) and
+  retries, as client-go does.
+
+Called by the planning cycle, the webhook handlers, ``heatshift plan --dry-run`` and the
+metering simulator's cluster load. Tests use :class:`KubeApi`-compatible fakes or a fake API
+server on loopback.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import dataclasses
+import email.utils
 import json
 import logging
-import ssl
-import tempfile
+import random
 import time
 import urllib.parse
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import api_client
 
 JsonObject = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
 DEFAULT_TIMEOUT_S = 15.0
-TOKEN_REREAD_S = 60.0
-"""How often a rotated token file is read again."""
 
 log = logging.getLogger(__name__)
 
 
 class KubeAPIError(Exception):
     """The API server refused a request, or could not be reached (``status`` 0)."""
+
+    retry_after_s: float | None = None
+    """How long the API server asked the client to wait (Retry-After), if it did."""
 
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
@@ -59,6 +70,16 @@ class KubeConflict(KubeAPIError):
     """The object changed since it was read (a stale resourceVersion): re-read and retry."""
 
 
+class KubeCredentialError(KubeAPIError):
+    """No usable credential: the plugin is missing or failed, the token file is gone, or the
+    API server refused the credential (401, 403). The message names the kubeconfig user."""
+
+    def __init__(self, message: str, status: int = 401, *, by_server: bool = False) -> None:
+        super().__init__(message, status)
+        self.by_server = by_server
+        """The API server refused it (rather than no credential being had at all)."""
+
+
 class KubeApi(Protocol):
     """The verbs heatshift uses. Paths are API paths (``/apis/batch/v1/...``)."""
 
@@ -71,6 +92,19 @@ class KubeApi(Protocol):
     ) -> JsonObject: ...
 
     async def create(self, path: str, body: JsonObject) -> JsonObject: ...
+
+
+class Credentials(Protocol):
+    """Who the client is, for error messages, and how to get a fresh credential."""
+
+    @property
+    def who(self) -> str:
+        """E.g. ``kubeconfig user 'eks-admin' (context 'prod')``."""
+        ...
+
+    async def renew(self) -> bool:
+        """Fetch a fresh credential after a 401; False when there is nothing to renew."""
+        ...
 
 
 def path_for(
@@ -96,83 +130,81 @@ def path_for(
 
 
 @dataclasses.dataclass(frozen=True)
-class Connection:
-    """Where the API server is and how to authenticate (mirrors Kopf's ConnectionInfo).
+class Backoff:
+    """How long a busy or failing API server is waited out before an error is raised."""
 
-    The ``*_data`` fields hold PEM, or base64 of PEM as a kubeconfig inlines it."""
-
-    server: str
-    ca_path: str | None = None
-    ca_data: str | bytes | None = None
-    insecure: bool = False
-    token: str | None = None
-    scheme: str | None = None
-    certificate_path: str | None = None
-    certificate_data: str | bytes | None = None
-    private_key_path: str | None = None
-    private_key_data: str | bytes | None = None
-    token_path: str | None = None
-    """A file the token is re-read from (a pod's service-account token, which the kubelet
-    rotates); it then replaces ``token``."""
+    attempts: int = 4
+    """Tries per request, the first included."""
+    first_s: float = 0.5
+    """The first wait; each next one doubles (with jitter), unless Retry-After says more."""
+    longest_s: float = 8.0
+    """No single wait is longer, whatever Retry-After asks."""
+    budget_s: float = 20.0
+    """Total waiting per request; a wait that would pass it is not made."""
 
 
-def as_pem(data: str | bytes) -> str:
-    """PEM text from PEM or from a kubeconfig's base64 of it (as Kopf reads them)."""
-    text = data.decode("ascii") if isinstance(data, bytes) else data
-    if text.lstrip().startswith("-----BEGIN "):
-        return text
-    return base64.b64decode(text).decode("ascii")
+NO_RETRY = Backoff(attempts=1)
+
+_GATEWAY_ERRORS = frozenset({500, 502, 503, 504})
 
 
-def _as_file(data: str | bytes, directory: Path, name: str) -> str:
-    """Client certificates must come from files for ``ssl``; kubeconfig may inline them."""
-    path = directory / name
-    path.write_text(as_pem(data), encoding="ascii")
-    return str(path)
+def _worth_retrying(method: str, status: int) -> bool:
+    """429 was not processed, so any verb may repeat it. Otherwise only what repeats safely:
+    reads and heatshift's merge patches; a create only when the server said it is unavailable."""
+    if status == 429:
+        return True
+    if method == "POST":
+        return status == 503
+    return status == 0 or status in _GATEWAY_ERRORS
 
 
-def _ssl_context(conn: Connection, scratch: Path) -> ssl.SSLContext | bool:
-    if not conn.server.startswith("https://"):
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date), if any."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+class _Anonymous:
+    """For a client built without a login (tests): nobody, nothing to renew."""
+
+    who = "the client"
+
+    async def renew(self) -> bool:
         return False
-    if conn.insecure:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    elif conn.ca_data is not None:
-        ctx = ssl.create_default_context(cadata=as_pem(conn.ca_data))
-    else:
-        ctx = ssl.create_default_context(cafile=conn.ca_path)
-    cert = conn.certificate_path
-    key = conn.private_key_path
-    if conn.certificate_data is not None:
-        cert = _as_file(conn.certificate_data, scratch, "client.crt")
-    if conn.private_key_data is not None:
-        key = _as_file(conn.private_key_data, scratch, "client.key")
-    if cert is not None:
-        ctx.load_cert_chain(cert, key)
-    return ctx
 
 
 class Client:
-    """An aiohttp session against one API server. Use as an async context manager."""
+    """:class:`KubeApi` on a ``kubernetes_asyncio`` ApiClient. Use as an async context manager
+    (closing it closes the ApiClient)."""
 
-    def __init__(self, conn: Connection, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.connection = conn
-        self._scratch = tempfile.TemporaryDirectory(prefix="heatshift-kube-")
-        headers = {"Accept": "application/json", "User-Agent": "heatshift"}
-        if conn.token:
-            headers["Authorization"] = f"{conn.scheme or 'Bearer'} {conn.token}"
-        try:
-            self._ssl = _ssl_context(conn, Path(self._scratch.name))
-        except BaseException:
-            self._scratch.cleanup()  # no client, so no aclose() to do it later
-            raise
-        self._base = conn.server.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._headers = headers
-        self._session: aiohttp.ClientSession | None = None
-        self._token = conn.token
-        self._token_read_at = time.monotonic()
+    def __init__(
+        self,
+        api: api_client.ApiClient,
+        credentials: Credentials | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        backoff: Backoff = Backoff(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.api_client = api
+        self.credentials: Credentials = credentials or _Anonymous()
+        self._timeout_s = timeout_s
+        self._backoff = backoff
+        self._sleep = sleep
+
+    @property
+    def server(self) -> str:
+        return str(self.api_client.configuration.host)
 
     async def __aenter__(self) -> Client:
         return self
@@ -186,31 +218,35 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        self._scratch.cleanup()
+        await self.api_client.close()
 
-    def _current_token(self) -> str | None:
-        """The rotated service-account token, re-read at most every TOKEN_REREAD_S."""
-        path = self.connection.token_path
-        if path is None:
-            return None
-        now = time.monotonic()
-        if self._token is None or now - self._token_read_at >= TOKEN_REREAD_S:
-            try:
-                self._token = Path(path).read_text().strip() or self._token
-            except OSError as err:
-                # Keep the last token: the API server says if it has really expired.
-                log.warning("cannot re-read the token at %s: %s", path, err)
-            self._token_read_at = now
-        return self._token
+    async def _once(
+        self, method: str, path: str, body: object, content_type: str, query: list[tuple[str, str]]
+    ) -> JsonObject:
+        # Imported here: the generated client is large, and most heatshift commands never
+        # talk to a cluster.
+        from kubernetes_asyncio.client import exceptions
 
-    def _http(self) -> aiohttp.ClientSession:
-        # Created lazily: an aiohttp session must be born inside the running event loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
-        return self._session
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            found = await self.api_client.call_api(
+                path,
+                method,
+                query_params=query,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                response_types_map={200: "object", 201: "object"},
+                _return_http_data_only=True,
+                _request_timeout=self._timeout_s,
+            )
+        except exceptions.ApiException as err:
+            raise _error(method, path, err, self.credentials.who) from err
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise KubeAPIError(f"{method} {path}: {err or type(err).__name__}") from err
+        if not isinstance(found, dict):
+            raise KubeAPIError(f"{method} {path}: answer is not a JSON object", 200)
+        return found
 
     async def _request(
         self,
@@ -219,31 +255,38 @@ class Client:
         *,
         body: object = None,
         content_type: str = "application/json",
-        params: Mapping[str, str] | None = None,
+        query: list[tuple[str, str]] | None = None,
     ) -> JsonObject:
-        data = None if body is None else json.dumps(body)
-        headers = {"Content-Type": content_type} if data is not None else {}
-        token = self._current_token()
-        if token:
-            headers["Authorization"] = f"{self.connection.scheme or 'Bearer'} {token}"
-        url = self._base + path
-        try:
-            async with self._http().request(
-                method, url, data=data, headers=headers, params=params, ssl=self._ssl
-            ) as resp:
-                text = await resp.text()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as err:
-            raise KubeAPIError(f"{method} {path}: {err or type(err).__name__}") from err
-        if status >= 400:
-            raise _error(method, path, status, text)
-        try:
-            parsed = json.loads(text) if text else {}
-        except ValueError as err:
-            raise KubeAPIError(f"{method} {path}: answer is not JSON", status) from err
-        if not isinstance(parsed, dict):
-            raise KubeAPIError(f"{method} {path}: answer is not a JSON object", status)
-        return parsed
+        """One call, with throttling and a 401 handled; the last error if all tries fail."""
+        waited = 0.0
+        renewed = False
+        attempt = 1
+        while True:
+            try:
+                return await self._once(method, path, body, content_type, query or [])
+            except KubeCredentialError as err:
+                # A token may expire before its stated time (or state none): renew it once.
+                if err.status == 401 and err.by_server and not renewed:
+                    renewed = True
+                    if await self.credentials.renew():
+                        continue
+                raise
+            except KubeAPIError as err:
+                if attempt >= self._backoff.attempts or not _worth_retrying(method, err.status):
+                    raise
+                pause = self._pause(attempt, err)
+                if waited + pause > self._backoff.budget_s:
+                    raise
+                log.info("%s %s: %s; trying again in %.1fs", method, path, err, pause)
+                await self._sleep(pause)
+                waited += pause
+                attempt += 1
+
+    def _pause(self, attempt: int, err: KubeAPIError) -> float:
+        if err.retry_after_s is not None:
+            return min(err.retry_after_s, self._backoff.longest_s)
+        doubled: float = self._backoff.first_s * 2.0 ** (attempt - 1)
+        return min(doubled * random.uniform(0.8, 1.2), self._backoff.longest_s)
 
     async def get(self, path: str) -> JsonObject:
         return await self._request("GET", path)
@@ -253,8 +296,8 @@ class Client:
         items: list[JsonObject] = []
         token = ""
         while True:
-            params = {"limit": "500"} | ({"continue": token} if token else {})
-            page = await self._request("GET", path, params=params)
+            query = [("limit", "500")] + ([("continue", token)] if token else [])
+            page = await self._request("GET", path, query=query)
             items.extend(i for i in page.get("items") or [] if isinstance(i, dict))
             token = str((page.get("metadata") or {}).get("continue") or "")
             if not token:
@@ -269,8 +312,10 @@ class Client:
         return await self._request("POST", path, body=body)
 
 
-def _error(method: str, path: str, status: int, text: str) -> KubeAPIError:
-    detail = text[:300]
+def _error(method: str, path: str, err: Any, who: str) -> KubeAPIError:
+    status = int(getattr(err, "status", 0) or 0)
+    text = err.body if isinstance(err.body, str) else ""
+    detail = text[:300] or str(getattr(err, "reason", "") or "")
     try:
         parsed = json.loads(text)
         if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
@@ -278,8 +323,18 @@ def _error(method: str, path: str, status: int, text: str) -> KubeAPIError:
     except ValueError:
         pass
     message = f"{method} {path}: HTTP {status}: {detail}"
-    if status == 404:
-        return KubeNotFound(message, status)
-    if status == 409:
-        return KubeConflict(message, status)
-    return KubeAPIError(message, status)
+    found: KubeAPIError
+    if status == 401:
+        found = KubeCredentialError(
+            f"{who}: the API server refused the credential: {message}", status, by_server=True
+        )
+    elif status == 403:
+        found = KubeCredentialError(f"{who} is not allowed: {message}", status, by_server=True)
+    elif status == 404:
+        found = KubeNotFound(message, status)
+    elif status == 409:
+        found = KubeConflict(message, status)
+    else:
+        found = KubeAPIError(message, status)
+    found.retry_after_s = _retry_after(getattr(err, "headers", None))
+    return found

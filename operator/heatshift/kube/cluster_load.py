@@ -13,8 +13,7 @@ without one draws its scenario idle power.
 
 :func:`site_watts` is the pure part (API dicts in, watts out); :class:`ClusterLoad` adds the
 I/O, a short cache and the "keep the last figure" rule on API errors.
-:func:`connection_from_kubeconfig` turns a kubeconfig file into a :class:`client.Connection`:
-the operator logs in through Kopf, which this layer may not import.
+It logs in like every other command (:mod:`heatshift.kube.login`).
 
 Called by :mod:`heatshift.metering.server` (``run_from_args``) and tests.
 """
@@ -22,16 +21,11 @@ Called by :mod:`heatshift.metering.server` (``run_from_args``) and tests.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from heatshift import model, resources
 from heatshift.kube import client, cycle, snapshot, workloads
@@ -243,84 +237,3 @@ class ClusterLoad:
                         "cluster load: scenario site %r has no LeafSite; it draws idle power",
                         name,
                     )
-
-
-class KubeconfigError(ValueError):
-    """The kubeconfig cannot be used: unreadable, incomplete, or needs an auth plugin."""
-
-
-def _pem(value: object, field: str) -> str:
-    """Kubeconfig ``*-data`` fields are base64 of PEM; the client wants the PEM itself."""
-    try:
-        return base64.b64decode(str(value), validate=True).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError) as err:
-        raise KubeconfigError(f"{field} is not base64-encoded PEM") from err
-
-
-def _named(config: Mapping[str, Any], section: str, name: object) -> Mapping[str, Any]:
-    key = section.rstrip("s")
-    for item in config.get(section) or []:
-        if _dict(item).get("name") == name:
-            return _dict(_dict(item).get(key))
-    raise KubeconfigError(f"no {key} named {name!r}")
-
-
-def connection_from_kubeconfig(path: Path, context: str | None = None) -> client.Connection:
-    """The API server and credentials of ``context`` (default: the current context) in the
-    kubeconfig at ``path``. Token, token file, client certificate and CA, by file or inline;
-    relative file paths are relative to the kubeconfig, as kubectl has them."""
-    try:
-        config = _dict(yaml.safe_load(path.read_text("utf-8")))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise KubeconfigError(f"cannot read {path}: {err}") from err
-    name = context or config.get("current-context")
-    if not name:
-        raise KubeconfigError(f"{path} sets no current-context")
-    ctx = _named(config, "contexts", name)
-    cluster = _named(config, "clusters", ctx.get("cluster"))
-    user = _named(config, "users", ctx.get("user"))
-    server = cluster.get("server")
-    if not isinstance(server, str) or not server:
-        raise KubeconfigError(f"cluster {ctx.get('cluster')!r} has no server")
-    if user.get("exec") or user.get("auth-provider"):
-        raise KubeconfigError(
-            f"user {ctx.get('user')!r} logs in through a plugin, which is not supported; "
-            "use a kubeconfig with a token or a client certificate"
-        )
-
-    def file(value: object, field: str) -> str | None:
-        if not value:
-            return None
-        found = path.parent / Path(str(value)).expanduser()
-        # Checked here so a typo is reported as such, not as a TLS failure on first use.
-        if not found.is_file():
-            raise KubeconfigError(f"{field} {found} does not exist")
-        return str(found)
-
-    token = user.get("token")
-    token_file = None if token else file(user.get("tokenFile"), "tokenFile")
-    if token_file is not None:
-        try:
-            token = Path(token_file).read_text("utf-8").strip()
-        except OSError as err:
-            raise KubeconfigError(f"cannot read token file {token_file}: {err}") from err
-    scheme = None
-    if not token and user.get("username") is not None:
-        scheme = "Basic"
-        pair = f"{user.get('username')}:{user.get('password') or ''}"
-        token = base64.b64encode(pair.encode()).decode("ascii")
-    ca_data = cluster.get("certificate-authority-data")
-    cert_data = user.get("client-certificate-data")
-    key_data = user.get("client-key-data")
-    return client.Connection(
-        server=server,
-        ca_path=file(cluster.get("certificate-authority"), "certificate-authority"),
-        ca_data=_pem(ca_data, "certificate-authority-data") if ca_data else None,
-        insecure=cluster.get("insecure-skip-tls-verify") is True,
-        token=str(token) if token else None,
-        scheme=scheme,
-        certificate_path=file(user.get("client-certificate"), "client-certificate"),
-        certificate_data=_pem(cert_data, "client-certificate-data") if cert_data else None,
-        private_key_path=file(user.get("client-key"), "client-key"),
-        private_key_data=_pem(key_data, "client-key-data") if key_data else None,
-    )

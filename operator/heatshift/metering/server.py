@@ -54,7 +54,6 @@ from prometheus_client import exposition, metrics_core
 from prometheus_client import registry as prom_registry
 
 from heatshift import argtypes, bounds, model, thermal
-from heatshift.kube import client as kube_client
 from heatshift.metering import readings
 from heatshift.sim import scenario as scenario_mod
 
@@ -676,14 +675,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="include the scenario's demand this far ahead as a forecast, e.g. 24h "
         "(default: 0s, no forecast)",
     )
-    parser.add_argument(
-        "--kubeconfig",
-        type=Path,
-        metavar="FILE",
-        help="read each site's IT load from this cluster: the LeafSite of the same name, its "
+    argtypes.add_login_arguments(
+        parser,
+        what="read each site's IT load from this cluster: the LeafSite of the same name, its "
         "idle power plus the pods running on its nodes (re-read every few seconds; the last "
-        "load is kept while the API fails). "
-        "Without it, sites draw idle power unless set through /v1/admin/load",
+        "load is kept while the API fails). Without --kubeconfig or --context, sites draw idle "
+        "power unless set through /v1/admin/load. ",
     )
 
 
@@ -699,37 +696,35 @@ def run_from_args(args: argparse.Namespace) -> int:
         sys.stderr.write(f"heatshift metering-sim: {err}\n")
         return 2
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    api: kube_client.Client | None = None
-    if args.kubeconfig is not None:
-        # Imported here: the cluster adapter pulls in the planner, which only this option needs.
-        from heatshift.kube import cluster_load
-
-        try:
-            # Built now (the session itself opens later, in the loop), so a bad CA or key
-            # file is a usage error here rather than a failure to serve.
-            api = kube_client.Client(cluster_load.connection_from_kubeconfig(args.kubeconfig))
-        except (cluster_load.KubeconfigError, OSError, ValueError) as err:
-            sys.stderr.write(f"heatshift metering-sim: kubeconfig {args.kubeconfig}: {err}\n")
-            return 2
+    from_cluster = args.kubeconfig is not None or args.context is not None
+    server_url = ""
 
     def announce(server: MeteringServer) -> None:
         sys.stderr.write(
             f"metering-sim: serving {len(scenario.sites)} sites of scenario "
             f"{scenario.name!r} at {server.url} (speed {args.speed:g}x"
             f"{', bearer token required' if token else ''}"
-            f"{f', IT load from {api.connection.server}' if api else ''}); Ctrl-C stops\n"
+            f"{f', IT load from {server_url}' if server_url else ''}); Ctrl-C stops\n"
         )
 
     async def main() -> None:
+        nonlocal server_url
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with contextlib.AsyncExitStack() as stack:
             load: LoadSource | None = None
-            if api is not None:
-                await stack.enter_async_context(api)
-                load = cluster_load.ClusterLoad(api, scenario.sites)
+            if from_cluster:
+                # Imported here: the cluster adapter pulls in the planner and the Kubernetes
+                # client, which only this option needs.
+                from heatshift.kube import cluster_load, login
+
+                # Logged in before serving, so a kubeconfig that cannot be used is said at once.
+                session = await login.connect(args.kubeconfig, args.context)
+                await stack.enter_async_context(session)
+                server_url = session.api.server
+                load = cluster_load.ClusterLoad(session.api, scenario.sites)
             await serve(
                 scenario,
                 args.host,
@@ -743,8 +738,14 @@ def run_from_args(args: argparse.Namespace) -> int:
                 ready=announce,
             )
 
+    # Imported here, like the cluster adapter: only the login's error type is needed.
+    from heatshift.kube import client as kube_client
+
     try:
         asyncio.run(main())
+    except kube_client.KubeCredentialError as err:
+        sys.stderr.write(f"heatshift metering-sim: cannot log in: {err}\n")
+        return 2
     except OSError as err:  # the port is taken, the address is not ours
         sys.stderr.write(
             f"heatshift metering-sim: cannot serve on {args.host}:{args.port}: {err}\n"
