@@ -402,12 +402,27 @@ async def _apply(
                 involved, reason="InvalidHint", message=problem.message, now_s=now_s, warning=True
             )
 
+    policy_obj = {
+        "apiVersion": resources.GROUP_VERSION,
+        "kind": "HeatPolicy",
+        "metadata": dict(cluster.raw_policies.get(name, {}).get("metadata") or {"name": name}),
+    }
+    for why in built.policy_problems:
+        await memory.recorder.post(
+            policy_obj,
+            reason="InvalidSpec",
+            message=why,
+            now_s=now_s,
+            warning=True,
+        )
+
     await _write_site_statuses(api, cluster, built, memory, now_s, policy.spec.replan_interval_s)
     still_held = len(built.held) - sum(1 for o in applied.values() if o is apply.Outcome.RELEASED)
     m.held_jobs.labels(policy=name).set(still_held)
     message = (
         "; ".join(
             ([f"fell back to the heat-unaware plan: {outcome.error}"] if outcome.error else [])
+            + list(built.policy_problems)
             + list(outcome.plan.notes)
         )
         or f"{len(releases)} release(s) this cycle"

@@ -19,9 +19,10 @@ Called by :mod:`heatshift.kube.cycle`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
-from heatshift import model, resources
+from heatshift import bounds, durations, model, resources
 from heatshift.kube import hints as hints_mod
 from heatshift.kube import selection, workloads
 from heatshift.metering import readings
@@ -45,6 +46,8 @@ class Built:
     """By job id: where its start deadline came from, in words."""
     results: Mapping[str, readings.SiteReading | readings.Rejection]
     """The metering result used for each site, by site name."""
+    policy_problems: tuple[str, ...] = ()
+    """What in the policy's spec could not be used as written, in words (for an Event)."""
 
 
 def site_capacity(spec: resources.LeafSiteSpec, nodes: Sequence[workloads.Node]) -> model.Resources:
@@ -74,6 +77,32 @@ def duration_of(workload: workloads.Workload, hints: hints_mod.Hints) -> float:
     return DEFAULT_DURATION_S
 
 
+def sla_max_delay(sla: resources.SLAClass) -> tuple[float, str | None]:
+    """The class's maximum delay in seconds, and what is wrong with it in words when it cannot
+    be used as written. The CRD and the models bound ``maxDelay``; should a longer one get
+    through anyway (past Go's limit, or beyond :data:`bounds.MAX_DELAY`), its jobs are held
+    for at most the bound, and planning goes on."""
+    try:
+        seconds = sla.max_delay_s
+    except durations.DurationError:
+        seconds = math.inf
+    why = bounds.MAX_DELAY.problem(seconds)
+    if why is None:
+        return seconds, None
+    return bounds.MAX_DELAY.high_s, (
+        f"SLA class {sla.name!r}: maxDelay {sla.max_delay[:40]!r} cannot be used ({why}); its "
+        f"jobs are held at most {bounds.MAX_DELAY.high}"
+    )
+
+
+def submitted_at(w: workloads.Workload, now_s: float) -> float:
+    """When the job was submitted, for its delay: its creation time, never in the future (clock
+    skew must not push a release past now) and never further back than the longest hold (so a
+    bogus creation time of 1970 means "due now", with numbers the planner can use)."""
+    created = w.created_s if math.isfinite(w.created_s) and w.created_s > 0 else now_s
+    return min(max(created, now_s - bounds.MAX_DELAY.high_s), now_s)
+
+
 def _job_request(
     w: workloads.Workload,
     spec: resources.HeatPolicySpec,
@@ -82,6 +111,7 @@ def _job_request(
     hints, problems = hints_mod.parse_hints(w.annotations)
     sla_name = w.labels.get(hints_mod.SLA_CLASS)
     sla = spec.sla_class(sla_name)
+    max_delay_s, _ = sla_max_delay(sla)
     if sla_name is not None and sla.name != sla_name:
         problems += (
             hints_mod.HintProblem(
@@ -92,10 +122,9 @@ def _job_request(
             ),
         )
     duration = duration_of(w, hints)
-    # A creation time in the future (clock skew) must not push the release past now.
-    submitted = min(w.created_s or now_s, now_s)
+    submitted = submitted_at(w, now_s)
     deadline, source = hints_mod.start_deadline(
-        hints, submitted_s=submitted, duration_s=duration, default_max_delay_s=sla.max_delay_s
+        hints, submitted_s=submitted, duration_s=duration, default_max_delay_s=max_delay_s
     )
     request = model.JobRequest(
         id=w.id,
@@ -187,4 +216,7 @@ def build_snapshot(
         problems=problems,
         deadline_sources=sources,
         results=used,
+        policy_problems=tuple(
+            why for why in (sla_max_delay(c)[1] for c in policy.spec.sla_classes) if why
+        ),
     )

@@ -80,8 +80,13 @@ def parse_time(value: object) -> float | None:
 
 
 def format_time(unix_s: float) -> str:
-    """RFC 3339 in UTC to the second, as Kubernetes writes times."""
-    when = datetime.datetime.fromtimestamp(unix_s, tz=datetime.UTC).replace(microsecond=0)
+    """RFC 3339 in UTC to the second, as Kubernetes writes times. Never raises: a time that
+    cannot be a date (NaN, infinite, past year 9999) is written as a plain number of Unix
+    seconds instead, since it only ever ends up in words for people."""
+    try:
+        when = datetime.datetime.fromtimestamp(unix_s, tz=datetime.UTC).replace(microsecond=0)
+    except (OverflowError, ValueError, OSError):
+        return f"{unix_s:.0f} (Unix seconds)"
     return when.isoformat().replace("+00:00", "Z")
 
 
