@@ -101,7 +101,7 @@ def release_patch(obj: Mapping[str, Any], release: Release, now_s: float) -> dic
     """The merge patch that releases ``obj`` as ``release`` says; None if it is not held."""
     if not _workload(release.kind, obj).held:
         return None
-    meta = obj.get("metadata") or {}
+    meta = workloads.as_dict(obj.get("metadata"))
     annotations = {
         workloads.RELEASED_AT: workloads.format_time(now_s),
         workloads.DECISION: release.decision,
@@ -118,8 +118,9 @@ def release_patch(obj: Mapping[str, Any], release: Release, now_s: float) -> dic
         if selector:
             spec["template"] = {"spec": {"nodeSelector": selector}}
     else:
-        gates = (obj.get("spec") or {}).get("schedulingGates") or []
-        spec = {"schedulingGates": [g for g in gates if g.get("name") != workloads.PLACEMENT_GATE]}
+        gates = workloads.as_list(workloads.as_dict(obj.get("spec")).get("schedulingGates"))
+        kept = [g for g in gates if workloads.as_dict(g).get("name") != workloads.PLACEMENT_GATE]
+        spec = {"schedulingGates": kept}
         if selector:
             spec["nodeSelector"] = selector
     patch["spec"] = spec

@@ -112,11 +112,13 @@ class Kind(enum.StrEnum):
     POD = "Pod"
 
 
-def _dict(value: object) -> Mapping[str, Any]:
+def as_dict(value: object) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: a wrong type reads as absent."""
     return value if isinstance(value, Mapping) else {}
 
 
-def _list(value: object) -> Sequence[Any]:
+def as_list(value: object) -> Sequence[Any]:
+    """``value`` if it is a JSON array, else an empty one: a wrong type reads as absent."""
     return value if isinstance(value, list | tuple) else ()
 
 
@@ -131,23 +133,24 @@ def _run_limit(value: object) -> float | None:
     """``activeDeadlineSeconds`` as a usable upper bound on run time, else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if not value > 0 or math.isnan(value):
+    # Compared as given (an int may be too large for a float); NaN compares false.
+    if not 0 < value < 1e300:
         return None
     # Longer than any job may be expected to run says nothing the default would not.
-    return min(float(value), bounds.JOB_DURATION.high_s) if value < 1e300 else None
+    return min(float(value), bounds.JOB_DURATION.high_s)
 
 
 def _strings(value: object) -> dict[str, str]:
-    return {str(k): str(v) for k, v in _dict(value).items()}
+    return {str(k): str(v) for k, v in as_dict(value).items()}
 
 
 def pod_resources(pod_spec: Mapping[str, Any]) -> model.Resources:
     """What a pod asks for: its containers' requests summed (limits where no request)."""
     cpu = memory = 0.0
     gpu = 0
-    for container in _list(pod_spec.get("containers")):
-        res = _dict(_dict(container).get("resources"))
-        wanted = {**_dict(res.get("limits")), **_dict(res.get("requests"))}
+    for container in as_list(pod_spec.get("containers")):
+        res = as_dict(as_dict(container).get("resources"))
+        wanted = {**as_dict(res.get("limits")), **as_dict(res.get("requests"))}
         # A bad quantity would be refused by the API server; never crash on one anyway.
         try:
             cpu += parse_quantity(wanted.get("cpu", 0))
@@ -199,7 +202,7 @@ class Workload:
 
 
 def _common(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = _dict(obj.get("metadata"))
+    meta = as_dict(obj.get("metadata"))
     annotations = _strings(meta.get("annotations"))
     return {
         "namespace": str(meta.get("namespace") or "default"),
@@ -215,17 +218,17 @@ def _common(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 def from_job(job: Mapping[str, Any]) -> Workload:
     """A batch/v1 Job as a workload; its shape is one pod's times the pods that run at once."""
-    spec = _dict(job.get("spec"))
-    pod_spec = _dict(_dict(spec.get("template")).get("spec"))
+    spec = as_dict(job.get("spec"))
+    pod_spec = as_dict(as_dict(spec.get("template")).get("spec"))
     one = pod_resources(pod_spec)
     pods = _count(spec.get("parallelism"))
     pods = 1 if pods is None else pods
     completions = _count(spec.get("completions"))
     if completions is not None:
         pods = min(pods, completions)
-    conditions = _list(_dict(job.get("status")).get("conditions"))
+    conditions = as_list(as_dict(job.get("status")).get("conditions"))
     finished = any(
-        _dict(c).get("type") in ("Complete", "Failed") and _dict(c).get("status") == "True"
+        as_dict(c).get("type") in ("Complete", "Failed") and as_dict(c).get("status") == "True"
         for c in conditions
     )
     common = _common(job)
@@ -240,19 +243,19 @@ def from_job(job: Mapping[str, Any]) -> Workload:
 
 
 def has_gate(pod: Mapping[str, Any]) -> bool:
-    gates = _list(_dict(pod.get("spec")).get("schedulingGates"))
-    return any(_dict(g).get("name") == PLACEMENT_GATE for g in gates)
+    gates = as_list(as_dict(pod.get("spec")).get("schedulingGates"))
+    return any(as_dict(g).get("name") == PLACEMENT_GATE for g in gates)
 
 
 def is_bare_pod(pod: Mapping[str, Any]) -> bool:
     """A Pod nobody owns (no Job, ReplicaSet, ...): only those are held as Pods."""
-    return not _dict(pod.get("metadata")).get("ownerReferences")
+    return not as_dict(pod.get("metadata")).get("ownerReferences")
 
 
 def from_pod(pod: Mapping[str, Any]) -> Workload:
     """A bare Pod as a workload."""
-    spec = _dict(pod.get("spec"))
-    phase = _dict(pod.get("status")).get("phase")
+    spec = as_dict(pod.get("spec"))
+    phase = as_dict(pod.get("status")).get("phase")
     common = _common(pod)
     return Workload(
         kind=Kind.POD,
@@ -275,9 +278,9 @@ class Node:
 
 
 def from_node(node: Mapping[str, Any]) -> Node:
-    meta = _dict(node.get("metadata"))
-    status = _dict(node.get("status"))
-    alloc = _dict(status.get("allocatable"))
+    meta = as_dict(node.get("metadata"))
+    status = as_dict(node.get("status"))
+    alloc = as_dict(status.get("allocatable"))
     try:
         resources = bounded_resources(
             parse_quantity(alloc.get("cpu", 0)),
@@ -287,11 +290,11 @@ def from_node(node: Mapping[str, Any]) -> Node:
     except QuantityError:
         resources = model.Resources()
     ready = all(
-        _dict(c).get("status") == "True"
-        for c in _list(status.get("conditions"))
-        if _dict(c).get("type") == "Ready"
+        as_dict(c).get("status") == "True"
+        for c in as_list(status.get("conditions"))
+        if as_dict(c).get("type") == "Ready"
     )
-    cordoned = _dict(node.get("spec")).get("unschedulable") is True
+    cordoned = as_dict(node.get("spec")).get("unschedulable") is True
     return Node(
         name=str(meta.get("name") or ""),
         labels=_strings(meta.get("labels")),
