@@ -390,6 +390,42 @@ def test_malformed_hints_still_run_with_an_event_naming_them(heatshift: harness.
     harness.wait_for("an Event naming heatshift.dev/deadline", named, harness.ADMISSION_TIMEOUT_S)
 
 
+def test_a_max_delay_of_99999999h_stops_no_due_release(heatshift: harness.Heatshift) -> None:
+    """Issue 13: one Job's max-delay past every bound once stopped every release of its policy,
+    overdue ones included. Now the bad hint is ignored with a Warning and the rest go on time."""
+    bad = create(heatshift, job("hugedelay", annotations={"heatshift.dev/max-delay": "99999999h"}))
+    due = [
+        create(heatshift, job("duebeside", annotations={"heatshift.dev/max-delay": "45s"}))
+        for _ in range(3)
+    ]
+    jobs = wait_released(
+        heatshift, [j["metadata"]["name"] for j in due], 45 + harness.ADMISSION_TIMEOUT_S
+    )
+    for j in jobs.values():
+        created = parse_time(j["metadata"]["creationTimestamp"])
+        at = parse_time(str(annotation(j, "heatshift.dev/released-at")))
+        # One replan interval (10s) of grace past the 45 s start deadline.
+        assert at - created <= datetime.timedelta(seconds=45 + 10), j["metadata"]["name"]
+
+    name = bad["metadata"]["name"]
+
+    def warned() -> Obj | None:
+        return next(
+            (
+                e
+                for e in heatshift.kube.events(NS, name)
+                if e.get("reason") == "InvalidHint" and "heatshift.dev/max-delay" in e["message"]
+            ),
+            None,
+        )
+
+    event = harness.wait_for(
+        "an InvalidHint Event naming heatshift.dev/max-delay", warned, harness.ADMISSION_TIMEOUT_S
+    )
+    assert event["type"] == "Warning"
+    assert "a maximum delay must be between 0s and 720h" in event["message"], event["message"]
+
+
 # --- RBAC, as the operator lived it ---------------------------------------------------------------
 
 

@@ -6,9 +6,10 @@ Fluent enough to read in a test, plain dicts underneath (what the API server sen
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from heatshift import resources
@@ -227,16 +228,52 @@ class Call:
     body: Any = None
 
 
+Fault = Callable[[str, str], "client.KubeAPIError | None"]
+"""Fault injection: given a call's verb and path, the error it meets (None: it goes through)."""
+
+
 class FakeApi:
     """An in-memory API server for unit tests: objects by path, merge patches with optimistic
-    concurrency on ``metadata.resourceVersion``, scripted failures, and a call log."""
+    concurrency on ``metadata.resourceVersion``, scripted failures, injected faults (``fault``
+    before a call takes effect, ``lost_answer`` after), latency, and logs of calls, of requests
+    in flight and of the patches that took effect."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, latency_s: float = 0.0) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.calls: list[Call] = []
         self.failures: dict[tuple[str, str], list[client.KubeAPIError]] = {}
         self.created: list[dict[str, Any]] = []
+        self.latency_s = latency_s
+        self.fault: Fault | None = None
+        self.lost_answer: Fault | None = None
+        """After a call took effect: the error its caller sees instead of the answer."""
+        self.timeline: list[tuple[str, str, str]] = []
+        """("start" | "end", verb, path) of every call, in the order they happened."""
+        self.applied: list[str] = []
+        """Paths of the patches that changed an object, in order."""
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._version = 100
+
+    async def _enter(self, verb: str, path: str, body: Any = None) -> None:
+        self.calls.append(Call(verb, path, copy.deepcopy(body)))
+        self.timeline.append(("start", verb, path))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.latency_s)
+        finally:
+            self.in_flight -= 1
+            self.timeline.append(("end", verb, path))
+        self._maybe_fail(verb, path)
+        error = self.fault(verb, path) if self.fault is not None else None
+        if error is not None:
+            raise error
+
+    def _answer(self, verb: str, path: str) -> None:
+        error = self.lost_answer(verb, path) if self.lost_answer is not None else None
+        if error is not None:
+            raise error
 
     def put(self, path: str, obj: Mapping[str, Any]) -> None:
         self.objects[path] = copy.deepcopy(dict(obj))
@@ -256,15 +293,13 @@ class FakeApi:
         self.objects[path]["metadata"]["resourceVersion"] = str(self._version)
 
     async def get(self, path: str) -> dict[str, Any]:
-        self.calls.append(Call("get", path))
-        self._maybe_fail("get", path)
+        await self._enter("get", path)
         if path not in self.objects:
             raise client.KubeNotFound(f"GET {path}: HTTP 404", 404)
         return copy.deepcopy(self.objects[path])
 
     async def list_objects(self, path: str) -> list[dict[str, Any]]:
-        self.calls.append(Call("list", path))
-        self._maybe_fail("list", path)
+        await self._enter("list", path)
         prefix = path.rstrip("/") + "/"
         return [
             copy.deepcopy(obj)
@@ -282,8 +317,7 @@ class FakeApi:
         body: dict[str, Any] | list[dict[str, Any]],
         content_type: str = client.MERGE_PATCH,
     ) -> dict[str, Any]:
-        self.calls.append(Call("patch", path, copy.deepcopy(body)))
-        self._maybe_fail("patch", path)
+        await self._enter("patch", path, body)
         assert isinstance(body, dict)
         target_path = path.removesuffix("/status")
         if target_path not in self.objects:
@@ -294,12 +328,14 @@ class FakeApi:
             raise client.KubeConflict(f"PATCH {path}: HTTP 409", 409)
         _merge(target, body)
         self.bump(target_path)
+        self.applied.append(path)
+        self._answer("patch", path)
         return copy.deepcopy(target)
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(Call("create", path, copy.deepcopy(body)))
-        self._maybe_fail("create", path)
+        await self._enter("create", path, body)
         self.created.append(copy.deepcopy(body))
+        self._answer("create", path)
         return copy.deepcopy(body)
 
     def patches(self, path: str) -> list[Any]:

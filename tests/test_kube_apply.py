@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from typing import Any
 
 import pytest
 
 import kube_fixtures as kf
-from heatshift.kube import apply, client, events, workloads
+from heatshift.kube import apply, client, events, isolation, workloads
 
 JOB_PATH = "/apis/batch/v1/namespaces/batch/jobs/train"
 POD_PATH = "/api/v1/namespaces/batch/pods/solo"
@@ -217,3 +219,186 @@ async def test_a_refused_release_is_explained_and_does_not_raise() -> None:
     (warning,) = api.events("ReleaseFailed")
     assert warning["type"] == "Warning"
     assert "denied by a policy webhook" in warning["message"]
+
+
+# --- a cycle's releases: concurrent, bounded, deadline first, throttled and conflicted ---------
+
+
+class Sleeps:
+    """An injected sleep that records its waits and returns at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def _many(n: int, reason: apply.ReleaseKind, prefix: str) -> list[apply.Release]:
+    return [
+        dataclasses.replace(_release(name=f"{prefix}-{i:03d}"), reason=reason) for i in range(n)
+    ]
+
+
+def _api_with(latency_s: float, *objs: dict[str, Any]) -> kf.FakeApi:
+    api = kf.FakeApi(latency_s=latency_s)
+    kf.store(api, *objs)
+    return api
+
+
+@pytest.mark.asyncio
+async def test_releases_go_out_concurrently_with_at_most_16_in_flight() -> None:
+    releases = _many(60, apply.ReleaseKind.HEAT, "heat")
+    api = _api_with(0.002, *(kf.job(r.name) for r in releases))
+    recorder = events.Recorder(api)
+
+    outcomes = await apply.release_all(
+        api, releases, kf.NOW, recorder, guard=isolation.Guard(), sleep=Sleeps()
+    )
+
+    assert outcomes == [apply.Outcome.RELEASED] * 60
+    assert api.max_in_flight == apply.MAX_IN_FLIGHT == 16
+    assert len(api.applied) == 60 and len(api.events("Released")) == 60
+
+
+@pytest.mark.asyncio
+async def test_every_deadline_release_is_applied_before_any_other_starts() -> None:
+    heat, due = (
+        _many(20, apply.ReleaseKind.HEAT, "heat"),
+        _many(20, apply.ReleaseKind.DEADLINE, "due"),
+    )
+    mixed = [r for pair in zip(heat, due, strict=True) for r in pair]
+    api = _api_with(0.001, *(kf.job(r.name) for r in mixed))
+
+    outcomes = await apply.release_all(
+        api, mixed, kf.NOW, events.Recorder(api), guard=isolation.Guard(), limit=4
+    )
+
+    assert outcomes == [apply.Outcome.RELEASED] * 40
+    jobs = [(edge, path.rsplit("/", 1)[1]) for edge, verb, path in api.timeline if "/jobs/" in path]
+    last_due_end = max(i for i, (edge, name) in enumerate(jobs) if edge == "end" and "due" in name)
+    first_heat = min(i for i, (edge, name) in enumerate(jobs) if "heat" in name)
+    assert last_due_end < first_heat
+    # Within a wave, releases start in the plan's order.
+    assert [p.rsplit("/", 1)[1] for p in api.applied[:4]] == [r.name for r in due[:4]]
+
+
+@pytest.mark.asyncio
+async def test_a_throttled_deadline_release_is_retried_within_the_cycle() -> None:
+    api = _api(kf.job())
+    throttled = client.KubeAPIError("too many requests", 429)
+    api.fail("patch", JOB_PATH, throttled, client.KubeAPIError("unavailable", 503))
+    sleeps = Sleeps()
+    due = dataclasses.replace(_release(), reason=apply.ReleaseKind.DEADLINE)
+
+    outcome = await apply.apply_release(api, due, kf.NOW, events.Recorder(api), sleep=sleeps)
+
+    assert outcome is apply.Outcome.RELEASED
+    assert sleeps.waits == [0.25, 0.5]
+    assert api.applied == [JOB_PATH]
+
+
+@pytest.mark.asyncio
+async def test_a_deadline_release_waits_as_long_as_retry_after_asks_up_to_a_bound() -> None:
+    api = _api(kf.job())
+    polite, greedy = client.KubeAPIError("slow down", 429), client.KubeAPIError("later", 429)
+    polite.retry_after_s = 3.0
+    greedy.retry_after_s = 600.0
+    api.fail("get", JOB_PATH, polite, greedy)
+    sleeps = Sleeps()
+    due = dataclasses.replace(_release(), reason=apply.ReleaseKind.DEADLINE)
+
+    outcome = await apply.apply_release(api, due, kf.NOW, events.Recorder(api), sleep=sleeps)
+
+    assert outcome is apply.Outcome.RELEASED
+    assert sleeps.waits == [3.0, apply.MAX_RETRY_WAIT_S]
+
+
+@pytest.mark.asyncio
+async def test_a_deadline_release_gives_up_after_its_bounded_backoff() -> None:
+    api = _api(kf.job())
+    api.fail("patch", JOB_PATH, *[client.KubeAPIError("unavailable", 503)] * 10)
+    sleeps = Sleeps()
+    due = dataclasses.replace(_release(), reason=apply.ReleaseKind.DEADLINE)
+
+    outcome = await apply.apply_release(api, due, kf.NOW, events.Recorder(api), sleep=sleeps)
+
+    assert outcome is apply.Outcome.DEFERRED
+    assert sleeps.waits == list(apply.DEADLINE_BACKOFF_S)
+    assert sum(sleeps.waits) < 5.0
+    assert api.objects[JOB_PATH]["spec"]["suspend"] is True
+
+
+@pytest.mark.asyncio
+async def test_a_throttled_heat_release_is_left_to_the_next_cycle_without_a_warning() -> None:
+    api = _api(kf.job())
+    api.fail("patch", JOB_PATH, client.KubeAPIError("too many requests", 429))
+    recorder, sleeps = events.Recorder(api), Sleeps()
+
+    first = await apply.apply_release(api, _release(), kf.NOW, recorder, sleep=sleeps)
+    second = await apply.apply_release(api, _release(), kf.NOW + 300, recorder, sleep=sleeps)
+
+    assert (first, second) == (apply.Outcome.DEFERRED, apply.Outcome.RELEASED)
+    assert sleeps.waits == []
+    assert api.events("ReleaseFailed") == []
+
+
+@pytest.mark.asyncio
+async def test_a_release_whose_answer_was_lost_is_not_applied_twice() -> None:
+    api = _api(kf.job())
+    lost = [client.KubeAPIError("connection reset", 0)]
+    api.lost_answer = lambda verb, path: lost.pop() if verb == "patch" and lost else None
+    due = dataclasses.replace(_release(), reason=apply.ReleaseKind.DEADLINE)
+
+    outcome = await apply.apply_release(api, due, kf.NOW, events.Recorder(api), sleep=Sleeps())
+
+    assert outcome is apply.Outcome.ALREADY_RELEASED
+    assert api.applied == [JOB_PATH]
+
+
+@pytest.mark.asyncio
+async def test_injected_conflicts_and_throttling_release_every_job_once_and_no_running_one() -> (
+    None
+):
+    due, heat = _many(30, apply.ReleaseKind.DEADLINE, "due"), _many(30, apply.ReleaseKind.HEAT, "h")
+    running = kf.job(
+        "busy", suspend=False, annotations={workloads.SITE: "pool", workloads.RELEASED_AT: "x"}
+    )
+    releases = [*due, *heat, _release(name="busy")]
+    api = _api_with(0.0, *(kf.job(r.name) for r in releases[:-1]), running)
+    rng = random.Random(7)
+    faults = {
+        0: client.KubeConflict("changed", 409),
+        1: client.KubeAPIError("too many requests", 429),
+        2: client.KubeAPIError("unavailable", 503),
+    }
+
+    def fault(verb: str, path: str) -> client.KubeAPIError | None:
+        roll = rng.randrange(6)
+        if verb == "patch" and roll in faults:
+            return faults[roll]
+        if verb == "get" and roll == 3:
+            return faults[1]
+        return None
+
+    api.fault = fault
+    recorder, left = events.Recorder(api), releases
+    for cycle_no in range(10):  # consecutive cycles re-plan what is still held
+        outcomes = await apply.release_all(
+            api, left, kf.NOW + cycle_no, recorder, guard=isolation.Guard(), sleep=Sleeps()
+        )
+        assert all(o is not apply.Outcome.FAILED for o in outcomes)
+        left = [r for r, o in zip(left, outcomes, strict=True) if o is not apply.Outcome.RELEASED]
+        left = [r for r in left if api.objects[r_path(r)]["spec"]["suspend"] is True]
+        if not left:
+            break
+
+    assert left == []
+    paths = [r_path(r) for r in releases[:-1]]
+    assert sorted(api.applied) == sorted(paths)  # each held job patched into effect once
+    assert r_path(releases[-1]) not in api.applied  # the running job never touched
+    assert len(api.events("Released")) == 60
+
+
+def r_path(r: apply.Release) -> str:
+    return apply.path_of(r.kind, r.namespace, r.name)

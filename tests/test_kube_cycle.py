@@ -3,6 +3,7 @@ dry runs, statuses, Events and metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import kube_fixtures as kf
 from heatshift import metrics as metrics_mod
 from heatshift import model, resources
-from heatshift.kube import apply, cycle, events, meters, workloads
+from heatshift.kube import apply, cycle, events, hints, meters, workloads
 from heatshift.metering import readings, source
 from heatshift.planner import policies
 
@@ -258,3 +259,89 @@ async def test_heat_totals_accumulate_across_cycles() -> None:
     assert _value(memory, "heatshift_heat_delivered_kwh_total", site="flats") == pytest.approx(
         0.36 * 0.85 * 300 / 3600
     )
+
+
+def _past_the_models(policy: resources.HeatPolicy, max_delay: str) -> resources.HeatPolicy:
+    """``policy`` with its default SLA class's maxDelay set without validation: a value the CRD
+    and the models refuse, as if one got past them (an old CRD, a model bug)."""
+    classes = tuple(
+        resources.SLAClass.model_construct(name=c.name, max_delay=max_delay, priority=c.priority)
+        if c.name == policy.spec.default_sla_class
+        else c
+        for c in policy.spec.sla_classes
+    )
+    spec = policy.spec.model_copy(update={"sla_classes": classes})
+    return policy.model_copy(update={"spec": spec})
+
+
+@pytest.mark.asyncio
+async def test_sla_max_delay_99999999h_does_not_stop_due_releases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read = cycle.read_cluster
+
+    async def read_past_the_models(*args: Any, **kwargs: Any) -> cycle.Cluster:
+        cluster = await read(*args, **kwargs)
+        bad = tuple(_past_the_models(p, "99999999h") for p in cluster.policies)
+        return dataclasses.replace(cluster, policies=bad)
+
+    monkeypatch.setattr(cycle, "read_cluster", read_past_the_models)
+    api = _cluster(
+        kf.job("due", annotations={"heatshift.dev/max-delay": "0s"}),
+        kf.job("waits", created=workloads.format_time(NOW)),
+    )
+    memory = _memory(api)
+
+    result = await _cycle(api, memory, {"flats": 20.0})
+
+    assert result.applied == {"batch/due": apply.Outcome.RELEASED}
+    assert api.objects[f"{JOBS}/due"]["spec"]["suspend"] is False
+    waits = next(j for j in result.built.snapshot.pending if j.id == "job/batch/waits")
+    assert waits.deadline_s == NOW + 720 * 3600.0
+    (warning,) = api.events("InvalidSpec")
+    assert warning["type"] == "Warning"
+    assert warning["involvedObject"]["kind"] == "HeatPolicy"
+    assert warning["message"] == (
+        "SLA class 'standard': maxDelay '99999999h' cannot be used (a maximum delay must be "
+        "between 0s and 720h); its jobs are held at most 720h"
+    )
+    planned = next(c for c in api.objects[POLICY]["status"]["conditions"] if c["type"] == "Planned")
+    assert "maxDelay '99999999h' cannot be used" in planned["message"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("value", ["99999999h", "9" * 400 + "h", "2000000h"])
+async def test_max_delay_hint_99999999h_does_not_stop_due_releases(value: str) -> None:
+    api = _cluster(
+        kf.job("due", annotations={"heatshift.dev/max-delay": "0s"}),
+        kf.job("long", created=workloads.format_time(NOW), annotations={hints.MAX_DELAY: value}),
+    )
+
+    result = await _cycle(api, _memory(api), {"flats": 20.0, "pool": 20.0})
+
+    assert result.applied["batch/due"] is apply.Outcome.RELEASED
+    assert api.objects[f"{JOBS}/due"]["spec"]["suspend"] is False
+    long = next(j for j in result.built.snapshot.pending if j.id == "job/batch/long")
+    assert long.deadline_s == NOW + 6 * 3600.0  # the SLA class's 6h, not the hint
+    (warning,) = api.events("InvalidHint")
+    assert warning["involvedObject"]["name"] == "long"
+    assert "heatshift.dev/max-delay" in warning["message"]
+    assert "a maximum delay must be between 0s and 720h" in warning["message"]
+
+
+@pytest.mark.asyncio
+async def test_a_deadline_hint_in_the_year_10000_does_not_stop_due_releases() -> None:
+    api = _cluster(
+        kf.job("due", annotations={"heatshift.dev/max-delay": "0s"}),
+        kf.job(
+            "far",
+            created=workloads.format_time(NOW),
+            annotations={hints.DEADLINE: "9999-12-31T23:59:59-12:00"},
+        ),
+    )
+
+    result = await _cycle(api, _memory(api), {"flats": 20.0, "pool": 20.0})
+
+    assert result.applied["batch/due"] is apply.Outcome.RELEASED
+    (warning,) = api.events("InvalidHint")
+    assert "the deadline must be a time between 2000 and 2100" in warning["message"]

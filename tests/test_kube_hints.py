@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import math
 
-from heatshift.kube import hints
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from heatshift import bounds
+from heatshift.kube import hints, workloads
 
 DEADLINE = "heatshift.dev/deadline"
 MAX_DELAY = "heatshift.dev/max-delay"
@@ -55,6 +60,13 @@ def test_every_hint_parses() -> None:
         (POWER, "inf", "not a finite number"),
         (POWER, "-5", "cannot be negative"),
         (POWER, "2e6", "implausible"),
+        (MAX_DELAY, "721h", "a maximum delay must be between 0s and 720h"),
+        (MAX_DELAY, "-99999999h", "cannot be negative"),
+        (DURATION, "2161h", "a job's expected duration must be longer than 0s and at most 2160h"),
+        (DURATION, "99999999h", "a job's expected duration must be"),
+        (DEADLINE, "1999-12-31T23:59:59Z", "the deadline must be a time between 2000 and 2100"),
+        (DEADLINE, "9999-12-31T23:59:59-12:00", "the deadline must be a time between 2000"),
+        (DEADLINE, "0001-01-01T00:00:00+01:00", "the deadline must be a time between 2000"),
         (SITES, " , ", "list of sites is empty"),
         (SITES, "Pool_Zuid", "not a valid LeafSite name"),
     ],
@@ -99,3 +111,72 @@ def test_start_deadline(given: hints.Hints, expected: float, source: str) -> Non
     assert hints.start_deadline(
         given, submitted_s=1_000.0, duration_s=300.0, default_max_delay_s=600.0
     ) == (expected, source)
+
+
+def test_max_delay_hint_99999999h_is_a_hint_problem() -> None:
+    found, (problem,) = hints.parse_hints({MAX_DELAY: "99999999h"})
+
+    assert found.max_delay_s is None
+    assert problem.message == (
+        "annotation heatshift.dev/max-delay='99999999h' ignored: a maximum delay must be "
+        "between 0s and 720h; the policy default applies"
+    )
+
+
+def test_max_delay_hint_400_digits_is_a_hint_problem() -> None:
+    value = "9" * 400 + "h"
+    found, (problem,) = hints.parse_hints({MAX_DELAY: value})
+
+    assert found.max_delay_s is None
+    assert "a maximum delay must be between 0s and 720h" in problem.message
+    assert len(problem.message) < 300
+
+
+def test_a_deadline_hint_far_out_is_capped_at_the_longest_hold() -> None:
+    found, problems = hints.parse_hints({DEADLINE: "2099-01-01T00:00:00Z"})
+    assert problems == ()
+
+    deadline, source = hints.start_deadline(
+        found, submitted_s=1_000_000_000.0, duration_s=60.0, default_max_delay_s=600.0
+    )
+
+    assert deadline == 1_000_000_000.0 + bounds.MAX_DELAY.high_s
+    assert source == "the longest hold heatshift allows (720h)"
+
+
+@given(
+    deadline=st.none() | st.floats(allow_nan=True, allow_infinity=True),
+    max_delay=st.none() | st.floats(min_value=0.0, allow_infinity=True),
+    default=st.floats(),
+    duration=st.floats(min_value=1.0, max_value=bounds.JOB_DURATION.high_s),
+)
+@settings(max_examples=200)
+def test_no_start_deadline_is_more_than_max_delay_after_submission(
+    deadline: float | None, max_delay: float | None, default: float, duration: float
+) -> None:
+    submitted = 1_700_000_000.0
+    start, source = hints.start_deadline(
+        hints.Hints(deadline_s=deadline, max_delay_s=max_delay),
+        submitted_s=submitted,
+        duration_s=duration,
+        default_max_delay_s=default,
+    )
+
+    assert submitted <= start <= submitted + bounds.MAX_DELAY.high_s
+    assert source
+
+
+@pytest.mark.parametrize(
+    ("unix_s", "text"),
+    [
+        (1_700_000_000.4, "2023-11-14T22:13:20Z"),
+        (360_000_000_000.0, "360000000000 (Unix seconds)"),  # the year 13431
+        (math.inf, "inf (Unix seconds)"),
+        (math.nan, "nan (Unix seconds)"),
+        (-1e20, "-100000000000000000000 (Unix seconds)"),
+    ],
+)
+def test_formatting_a_start_deadline_in_the_year_13431_never_raises(
+    unix_s: float, text: str
+) -> None:
+    assert workloads.format_time(unix_s) == text

@@ -9,7 +9,8 @@ nodeSelector to the site's labels, unsuspends the Job or removes the
 changed in between.
 
 :func:`apply_release` does the I/O: read, patch, and on a conflict re-read and retry a
-bounded number of times. It is idempotent: a workload that is no longer held (released by an
+bounded number of times; :func:`release_all` applies a cycle's releases concurrently, bounded,
+deadline releases first. It is idempotent: a workload that is no longer held (released by an
 earlier attempt, by another replica, or unsuspended by its owner) is left alone, and so is
 one that is running or finished — heatshift never touches running work. Each release gets a
 Normal Event saying why this site and why now.
@@ -19,18 +20,30 @@ Called by :mod:`heatshift.kube.cycle`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from heatshift.kube import client, events, workloads
+from heatshift.kube import client, events, isolation, workloads
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ATTEMPTS = 3
 """Reads and patches per release before a persistent conflict is left to the next cycle."""
+MAX_IN_FLIGHT = 16
+"""Releases (read, patch, Event) in flight at once: enough to keep a burst of releases fast,
+few enough that the API server's priority and fairness does not throttle the operator."""
+DEADLINE_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
+"""Waits before the retries of a deadline release that met a busy API server: under 4 s in
+all, well inside a planning interval."""
+MAX_RETRY_WAIT_S = 5.0
+"""Longest single wait a Retry-After may ask of a deadline release."""
+
+X = TypeVar("X")
+R = TypeVar("R")
 EVENT_REASON = "Released"
 
 
@@ -70,6 +83,8 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     """The API server refused the release (e.g. a policy webhook); a Warning Event says why and
     the next cycle tries again."""
+    DEFERRED = "deferred"
+    """The API server was busy (throttled, 5xx, no answer); the next cycle tries again."""
 
 
 def path_of(kind: workloads.Kind, namespace: str, name: str) -> str:
@@ -86,7 +101,7 @@ def release_patch(obj: Mapping[str, Any], release: Release, now_s: float) -> dic
     """The merge patch that releases ``obj`` as ``release`` says; None if it is not held."""
     if not _workload(release.kind, obj).held:
         return None
-    meta = obj.get("metadata") or {}
+    meta = workloads.as_dict(obj.get("metadata"))
     annotations = {
         workloads.RELEASED_AT: workloads.format_time(now_s),
         workloads.DECISION: release.decision,
@@ -103,8 +118,9 @@ def release_patch(obj: Mapping[str, Any], release: Release, now_s: float) -> dic
         if selector:
             spec["template"] = {"spec": {"nodeSelector": selector}}
     else:
-        gates = (obj.get("spec") or {}).get("schedulingGates") or []
-        spec = {"schedulingGates": [g for g in gates if g.get("name") != workloads.PLACEMENT_GATE]}
+        gates = workloads.as_list(workloads.as_dict(obj.get("spec")).get("schedulingGates"))
+        kept = [g for g in gates if workloads.as_dict(g).get("name") != workloads.PLACEMENT_GATE]
+        spec = {"schedulingGates": kept}
         if selector:
             spec["nodeSelector"] = selector
     patch["spec"] = spec
@@ -118,6 +134,47 @@ def event_message(release: Release) -> str:
     return f"released {where} by HeatPolicy {release.policy}: {release.decision}"
 
 
+async def _attempt(
+    api: client.KubeApi, path: str, release: Release, now_s: float, recorder: events.Recorder
+) -> Outcome:
+    """One read and patch. Raises KubeConflict, and any retryable KubeAPIError, for
+    :func:`apply_release` to decide on; every other answer is an outcome."""
+    try:
+        obj = await api.get(path)
+    except client.KubeNotFound:
+        return Outcome.GONE
+    except client.KubeAPIError as err:
+        if err.retryable:
+            raise
+        log.warning("release not read: workload=%s: %s", path, err)
+        return Outcome.FAILED
+    patch = release_patch(obj, release, now_s)
+    if patch is None:
+        return Outcome.ALREADY_RELEASED
+    try:
+        updated = await api.patch(path, patch)
+    except client.KubeNotFound:
+        return Outcome.GONE
+    except client.KubeAPIError as err:
+        if err.retryable:  # a conflict, throttling, a 5xx, no answer
+            raise
+        # One refused workload must not hold up the others in this cycle.
+        log.warning("release refused: workload=%s: %s", path, err)
+        await recorder.post(
+            obj,
+            reason="ReleaseFailed",
+            message=f"heatshift could not release it to {release.site or 'the cluster'}: "
+            f"{err.message}; it retries on the next planning cycle",
+            now_s=now_s,
+            warning=True,
+        )
+        return Outcome.FAILED
+    await recorder.post(
+        updated or obj, reason=EVENT_REASON, message=event_message(release), now_s=now_s
+    )
+    return Outcome.RELEASED
+
+
 async def apply_release(
     api: client.KubeApi,
     release: Release,
@@ -125,47 +182,97 @@ async def apply_release(
     recorder: events.Recorder,
     *,
     attempts: int = DEFAULT_ATTEMPTS,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Outcome:
-    """Release one workload, idempotently; see the module docstring."""
+    """Release one workload, idempotently; see the module docstring.
+
+    A conflict re-reads and retries, ``attempts`` times in all. A busy API server (429, 5xx,
+    no answer, already retried by the client) defers a heat or heat-unaware release to the next
+    cycle, but a deadline release waits and tries again within this cycle
+    (:data:`DEADLINE_BACKOFF_S`, or longer when the server's Retry-After asks), since the next
+    cycle may be too late for it. Every retry re-reads first, so none releases twice."""
     path = path_of(release.kind, release.namespace, release.name)
-    for attempt in range(1, attempts + 1):
+    waits = iter(DEADLINE_BACKOFF_S if release.reason is ReleaseKind.DEADLINE else ())
+    conflicts = 0
+    while True:
         try:
-            obj = await api.get(path)
-        except client.KubeNotFound:
-            return Outcome.GONE
-        except client.KubeAPIError as err:
-            log.warning("release not read: workload=%s: %s", path, err)
-            return Outcome.FAILED
-        patch = release_patch(obj, release, now_s)
-        if patch is None:
-            return Outcome.ALREADY_RELEASED
-        try:
-            updated = await api.patch(path, patch)
-        except client.KubeNotFound:
-            return Outcome.GONE
+            return await _attempt(api, path, release, now_s, recorder)
         except client.KubeConflict:
+            conflicts += 1
             log.info(
                 "release conflict, re-reading: workload=%s/%s attempt=%d/%d",
                 release.namespace,
                 release.name,
-                attempt,
+                conflicts,
                 attempts,
             )
-            continue
+            if conflicts >= attempts:
+                return Outcome.CONFLICT
         except client.KubeAPIError as err:
-            # One refused workload must not hold up the others in this cycle.
-            log.warning("release refused: workload=%s: %s", path, err)
-            await recorder.post(
-                obj,
-                reason="ReleaseFailed",
-                message=f"heatshift could not release it to {release.site or 'the cluster'}: "
-                f"{err.message}; it retries on the next planning cycle",
-                now_s=now_s,
-                warning=True,
-            )
-            return Outcome.FAILED
-        await recorder.post(
-            updated or obj, reason=EVENT_REASON, message=event_message(release), now_s=now_s
+            wait = next(waits, None)
+            if wait is None:
+                log.warning("release deferred to the next cycle: workload=%s: %s", path, err)
+                return Outcome.DEFERRED
+            asked = getattr(err, "retry_after_s", None)
+            if isinstance(asked, int | float):
+                wait = max(wait, min(float(asked), MAX_RETRY_WAIT_S))
+            log.warning("deadline release retried in %.1fs: workload=%s: %s", wait, path, err)
+            await sleep(wait)
+
+
+async def run_bounded(
+    items: Sequence[X], fn: Callable[[X], Awaitable[R]], *, limit: int
+) -> list[R]:
+    """``fn`` over ``items`` with at most ``limit`` in flight, started in the items' order;
+    the results in that order. ``fn`` must not raise (wrap it in an isolation guard)."""
+    results: dict[int, R] = {}
+    queue = iter(enumerate(items))
+
+    async def worker() -> None:
+        # One shared iterator: each item is taken once, the next one as a slot frees up.
+        for i, item in queue:
+            results[i] = await fn(item)
+
+    await asyncio.gather(*(worker() for _ in range(min(max(limit, 1), len(items)))))
+    return [results[i] for i in range(len(items))]
+
+
+async def release_all(
+    api: client.KubeApi,
+    releases: Sequence[Release],
+    now_s: float,
+    recorder: events.Recorder,
+    *,
+    guard: isolation.Guard,
+    limit: int = MAX_IN_FLIGHT,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> list[Outcome]:
+    """Apply ``releases`` concurrently, at most ``limit`` in flight, and their outcomes in
+    the same order. Every deadline release is applied (finished) before any other starts, so a
+    burst of heat releases never delays a deadline. Each release is one step of ``guard``: one
+    that raises is FAILED alone."""
+
+    async def one(release: Release) -> Outcome:
+        ref = isolation.ref_for(release.kind, release.namespace, release.name)
+        return await guard.run_async(
+            ref,
+            "release it",
+            Outcome.FAILED,
+            apply_release,
+            api,
+            release,
+            now_s,
+            recorder,
+            sleep=sleep,
         )
-        return Outcome.RELEASED
-    return Outcome.CONFLICT
+
+    outcomes: dict[int, Outcome] = {}
+    for deadline_first in (True, False):
+        wave = [
+            i
+            for i, r in enumerate(releases)
+            if (r.reason is ReleaseKind.DEADLINE) is deadline_first
+        ]
+        done = await run_bounded([releases[i] for i in wave], one, limit=limit)
+        outcomes.update(zip(wave, done, strict=True))
+    return [outcomes[i] for i in range(len(releases))]

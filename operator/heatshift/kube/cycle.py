@@ -1,6 +1,6 @@
-"""One planning cycle for one HeatPolicy: read, meter, snapshot, plan, release, report.
+"""One planning cycle for one HeatPolicy: read, meter, snapshot, plan, decide, release, report.
 
-The phases, each timed in the log line that closes the cycle:
+The phases, numbered in :func:`run_cycle` and each timed in the log line that closes the cycle:
 
 1. **read**: LeafSites, HeatPolicies, Nodes, Jobs (and Pods if a policy holds bare Pods),
    namespace labels (:func:`read_cluster`).
@@ -9,13 +9,23 @@ The phases, each timed in the log line that closes the cycle:
 3. **snapshot**: :func:`heatshift.kube.snapshot.build_snapshot`.
 4. **plan**: the production planner in a worker thread, bounded by the solver's time limit
    plus a margin; if it raises or overruns, the heat-unaware default plan instead
-   (:func:`make_plan`). Then the deadline guard once more against the *operator's* next
-   decision, which may be further off than the planner's step (:func:`releases_for`).
-5. **apply**: releases that start before the next decision; warnings for malformed hints;
-   LeafSite and HeatPolicy status; metrics.
+   (:func:`make_plan`).
+5. **decide**: the deadline guard once more against the *operator's* next decision, which may
+   be further off than the planner's step, and the releases that start before it, each with
+   its reason in words (:func:`releases_for`).
+6. **release**: concurrently, at most :data:`heatshift.kube.apply.MAX_IN_FLIGHT` at once,
+   every deadline release before any other (:func:`heatshift.kube.apply.release_all`).
+7. **report**: Warning Events for malformed hints and an unusable spec, LeafSite and HeatPolicy
+   status, metrics; last, a Warning Event for every step that failed.
 
-With ``apply=False`` (``heatshift plan --dry-run``) phase 5 is skipped and nothing is changed.
-Called by the Kopf wiring on each policy's timer and by the CLI.
+Isolation: past the read, every per-object step (a site or a job into the snapshot, the words
+of a release, a release, a status, an Event) runs under one :class:`heatshift.kube.isolation.Guard`.
+A step that raises fails for its object alone: it is logged with the object's name and
+posted as a Warning Event on it in phase 7, and every other object, every deadline release
+above all, goes on. A deadline release depends on nothing but its job's numbers.
+
+With ``apply=False`` (``heatshift plan --dry-run``) phases 6 and 7 are skipped and nothing is
+changed. Called by the Kopf wiring on each policy's timer and by the CLI.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import pydantic
 
 from heatshift import metrics as metrics_mod
 from heatshift import model, resources
-from heatshift.kube import apply, client, events, meters, workloads
+from heatshift.kube import apply, client, events, isolation, meters, workloads
 from heatshift.kube import snapshot as snapshot_mod
 from heatshift.kube import status as status_mod
 from heatshift.metering import readings
@@ -164,6 +174,48 @@ def _when_words(t_s: float) -> str:
     return workloads.format_time(t_s)
 
 
+def _release_kind(
+    p: model.Placement,
+    job: model.JobRequest,
+    outcome: PlanOutcome,
+    built: snapshot_mod.Built,
+    next_decision_s: float,
+) -> apply.ReleaseKind:
+    # A job that could not wait for the next decision was released by its deadline,
+    # whatever else the plan said about the site.
+    if job.deadline_s < next_decision_s or p.reason.startswith(DEADLINE_PREFIX):
+        return apply.ReleaseKind.DEADLINE
+    if outcome.error is not None or not built.snapshot.states[p.site].heat_aware:
+        return apply.ReleaseKind.HEAT_UNAWARE
+    return apply.ReleaseKind.HEAT
+
+
+def _decision(
+    p: model.Placement,
+    job: model.JobRequest,
+    outcome: PlanOutcome,
+    built: snapshot_mod.Built,
+    next_decision_s: float,
+) -> str:
+    """Why this site and why now, in words, for the annotation and the Event."""
+    if job.deadline_s < next_decision_s:
+        why_now = (
+            f"its start deadline {_when_words(job.deadline_s)} (from "
+            f"{built.deadline_sources[p.job_id]}) falls before the next decision"
+        )
+    elif p.start_s <= built.snapshot.now_s + 1e-6:
+        why_now = f"the plan starts it now; it could wait until {_when_words(job.deadline_s)}"
+    else:
+        # The planner's slots are finer than the operator's re-planning: a start planned
+        # before the next decision happens now rather than late.
+        why_now = (
+            f"the plan starts it at {_when_words(p.start_s)}, before the next decision at "
+            f"{_when_words(next_decision_s)}"
+        )
+    fallback = f" ({outcome.error}: heat-unaware plan)" if outcome.error else ""
+    return f"why {p.site}: {p.reason}{fallback}; why now: {why_now}"
+
+
 def releases_for(
     built: snapshot_mod.Built,
     outcome: PlanOutcome,
@@ -171,9 +223,14 @@ def releases_for(
     leafsites: Mapping[str, resources.LeafSite],
     policy: str,
     next_decision_s: float,
+    guard: isolation.Guard | None = None,
 ) -> list[apply.Release]:
     """What to start now: placements starting before the next decision, after the guard,
-    plus deadline releases without a site for jobs no LeafSite can ever take."""
+    plus deadline releases without a site for jobs no LeafSite can ever take.
+
+    Wording a decision is a step of ``guard`` per workload with a plain fallback text, so a
+    release, a deadline release above all, never depends on its explanation being written."""
+    guard = guard or isolation.Guard()
     snap = built.snapshot
     placements, _ = greedy.enforce_deadlines(snap, outcome.plan.placements, next_decision_s)
     by_id = {j.id: j for j in snap.pending}
@@ -182,30 +239,19 @@ def releases_for(
         if p.start_s >= next_decision_s or p.job_id not in built.held:
             continue
         w, job = built.held[p.job_id], by_id[p.job_id]
-        due = job.deadline_s < next_decision_s
-        # A job that could not wait for the next decision was released by its deadline,
-        # whatever else the plan said about the site.
-        if due or p.reason.startswith(DEADLINE_PREFIX):
-            kind = apply.ReleaseKind.DEADLINE
-        elif outcome.error is not None or not snap.states[p.site].heat_aware:
-            kind = apply.ReleaseKind.HEAT_UNAWARE
-        else:
-            kind = apply.ReleaseKind.HEAT
-        if due:
-            why_now = (
-                f"its start deadline {_when_words(job.deadline_s)} (from "
-                f"{built.deadline_sources[p.job_id]}) falls before the next decision"
-            )
-        elif p.start_s <= snap.now_s + 1e-6:
-            why_now = f"the plan starts it now; it could wait until {_when_words(job.deadline_s)}"
-        else:
-            # The planner's slots are finer than the operator's re-planning: a start planned
-            # before the next decision happens now rather than late.
-            why_now = (
-                f"the plan starts it at {_when_words(p.start_s)}, before the next decision at "
-                f"{_when_words(next_decision_s)}"
-            )
-        fallback = f" ({outcome.error}: heat-unaware plan)" if outcome.error else ""
+        kind = _release_kind(p, job, outcome, built, next_decision_s)
+        plain = f"why {p.site}: the plan chose it; why now: {kind.value} release"
+        decision = guard.run(
+            isolation.workload_ref(w),
+            "explain its release",
+            plain,
+            _decision,
+            p,
+            job,
+            outcome,
+            built,
+            next_decision_s,
+        )
         out.append(
             apply.Release(
                 kind=w.kind,
@@ -213,7 +259,7 @@ def releases_for(
                 name=w.name,
                 site=p.site,
                 node_selector=leafsites[p.site].spec.node_selector,
-                decision=f"why {p.site}: {p.reason}{fallback}; why now: {why_now}",
+                decision=decision,
                 reason=kind,
                 policy=policy,
             )
@@ -232,8 +278,8 @@ def releases_for(
                 name=w.name,
                 site=None,
                 node_selector={},
-                decision=f"no LeafSite can take it ({u.reason}); why now: its start deadline "
-                f"{_when_words(stuck.deadline_s)} falls before the next decision",
+                decision=f"no LeafSite can take it ({u.reason[:200]}); why now: its start "
+                f"deadline {_when_words(stuck.deadline_s)} falls before the next decision",
                 reason=apply.ReleaseKind.DEADLINE,
                 policy=policy,
             )
@@ -264,6 +310,8 @@ class CycleResult:
     releases: tuple[apply.Release, ...]
     applied: Mapping[str, apply.Outcome]
     timings: Mapping[str, float]
+    failures: tuple[isolation.Failure, ...] = ()
+    """Steps that failed for one object each (each also posted as a Warning Event)."""
 
 
 def policy_from(cluster: Cluster, name: str) -> resources.HeatPolicy:
@@ -289,13 +337,19 @@ async def run_cycle(
     metering_timeout_s: float = METERING_TIMEOUT_S,
 ) -> CycleResult:
     """One cycle for ``policy_name``; see the module docstring. Raises PolicyInvalid,
-    PolicyNotFound, or KubeAPIError when the cluster cannot be read."""
+    PolicyNotFound, or KubeAPIError when the cluster cannot be read. Past the read, a failure
+    of one object's step is that object's alone (:class:`isolation.Guard`): it gets a Warning
+    Event and the cycle goes on."""
     timings: dict[str, float] = {}
+    guard = isolation.Guard()
+
+    # 1. read: the cluster as the API server has it now.
     t = time.monotonic()
     cluster = await read_cluster(api, namespaces)
     policy = policy_from(cluster, policy_name)
     timings["read"] = time.monotonic() - t
 
+    # 2. meter: one reading or rejection per site, bounded in time.
     t = time.monotonic()
     sites = snapshot_mod.policy_sites(policy, cluster.leafsites)
     results = await meters.fetch_results(
@@ -303,6 +357,7 @@ async def run_cycle(
     )
     timings["meter"] = time.monotonic() - t
 
+    # 3. snapshot: sites, held and running jobs; per site and per job, guarded.
     t = time.monotonic()
     built = snapshot_mod.build_snapshot(
         policy,
@@ -313,29 +368,41 @@ async def run_cycle(
         ns_labels=cluster.ns_labels,
         results=results,
         now_s=now_s,
+        guard=guard,
     )
     timings["snapshot"] = time.monotonic() - t
 
+    # 4. plan: the production planner, or the heat-unaware plan if it fails or overruns.
     cfg = policy.spec.planner_config()
-    interval = policy.spec.replan_interval_s
     outcome = await make_plan(built.snapshot, cfg, timeout_s=cfg.time_limit_s + PLANNER_MARGIN_S)
     timings["plan"] = outcome.seconds
+
+    # 5. decide: what starts before the next decision, deadline guard included.
+    t = time.monotonic()
     releases = releases_for(
         built,
         outcome,
         leafsites={s.metadata.name: s for s in sites},
         policy=policy_name,
-        next_decision_s=now_s + interval,
+        next_decision_s=now_s + policy.spec.replan_interval_s,
+        guard=guard,
     )
+    timings["decide"] = time.monotonic() - t
 
     applied: dict[str, apply.Outcome] = {}
     if apply_plan:
+        # 6. release: concurrently, bounded, every deadline release first.
         t = time.monotonic()
-        applied = await _apply(api, policy, cluster, built, outcome, releases, memory, now_s)
-        timings["apply"] = time.monotonic() - t
+        applied = await _release(api, policy, releases, memory, now_s, guard)
+        timings["release"] = time.monotonic() - t
+
+        # 7. report: warnings, statuses, metrics; then every failed step as an Event.
+        t = time.monotonic()
+        await _report(api, policy, cluster, built, outcome, releases, applied, memory, now_s, guard)
+        timings["report"] = time.monotonic() - t
     log.info(
         "cycle policy=%s held=%d running=%d sites=%d heat_aware=%d status=%s releases=%d "
-        "applied=%s fallback=%s %s",
+        "applied=%s fallback=%s failed_steps=%d %s",
         policy_name,
         len(built.snapshot.pending),
         len(built.snapshot.running),
@@ -345,41 +412,45 @@ async def run_cycle(
         len(releases),
         "yes" if apply_plan else "dry-run",
         outcome.error or "no",
+        len(guard.failures),
         " ".join(f"{k}_s={v:.3f}" for k, v in timings.items()),
     )
-    return CycleResult(policy_name, built, outcome, tuple(releases), applied, timings)
+    return CycleResult(
+        policy_name, built, outcome, tuple(releases), applied, timings, tuple(guard.failures)
+    )
 
 
-async def _apply(
-    api: client.KubeApi,
-    policy: resources.HeatPolicy,
-    cluster: Cluster,
-    built: snapshot_mod.Built,
-    outcome: PlanOutcome,
-    releases: Sequence[apply.Release],
-    memory: Memory,
-    now_s: float,
-) -> dict[str, apply.Outcome]:
+def _totals(memory: Memory, policy: resources.HeatPolicy) -> tuple[int, int]:
+    """Released and deadline-forced totals; they survive a restart through status, so the
+    first cycle of a process starts from what status last said."""
     name = policy.metadata.name
-    m = memory.metrics
-    m.plan_seconds.labels(policy=name).observe(outcome.seconds)
-    if outcome.error is not None:
-        m.planner_fallbacks.labels(policy=name).inc()
-
-    # Totals survive a restart through status: start from what status last said.
     old = policy.status or resources.HeatPolicyStatus()
     released = memory.released.setdefault(name, old.released or 0)
     forced = memory.deadline_forced.setdefault(name, old.deadline_forced_releases or 0)
+    return released, forced
+
+
+async def _release(
+    api: client.KubeApi,
+    policy: resources.HeatPolicy,
+    releases: Sequence[apply.Release],
+    memory: Memory,
+    now_s: float,
+    guard: isolation.Guard,
+) -> dict[str, apply.Outcome]:
+    outcomes = await apply.release_all(api, releases, now_s, memory.recorder, guard=guard)
+    name = policy.metadata.name
+    _totals(memory, policy)
+    m = memory.metrics
     applied: dict[str, apply.Outcome] = {}
-    for r in releases:
-        result = await apply.apply_release(api, r, now_s, memory.recorder)
+    for r, result in zip(releases, outcomes, strict=True):
         applied[f"{r.namespace}/{r.name}"] = result
         if result is not apply.Outcome.RELEASED:
             continue
-        released += 1
+        memory.released[name] += 1
         m.jobs_released.labels(site=r.site or "", reason=r.reason.value).inc()
         if r.reason is apply.ReleaseKind.DEADLINE:
-            forced += 1
+            memory.deadline_forced[name] += 1
             m.deadline_releases.labels(policy=name).inc()
         log.info(
             "released workload=%s/%s/%s site=%s reason=%s: %s",
@@ -390,27 +461,121 @@ async def _apply(
             r.reason.value,
             r.decision,
         )
-    memory.released[name], memory.deadline_forced[name] = released, forced
+    return applied
 
-    for job_id, problems in built.problems.items():
-        w = built.held.get(job_id)
-        if w is None:
-            continue
-        involved = _involved(w)
-        for problem in problems:
-            await memory.recorder.post(
-                involved, reason="InvalidHint", message=problem.message, now_s=now_s, warning=True
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Warning:
+    ref: isolation.Ref
+    reason: str
+    message: str
+
+
+async def _post_warnings(
+    memory: Memory, warnings: Sequence[_Warning], now_s: float, guard: isolation.Guard | None
+) -> None:
+    """Post Warning Events, bounded like releases; with ``guard``, a post that raises is
+    recorded there, without it (the guard's own failures) only logged."""
+
+    async def one(w: _Warning) -> None:
+        post = memory.recorder.post
+        kwargs: dict[str, Any] = {"reason": w.reason, "message": w.message, "now_s": now_s}
+        if guard is not None:
+            await guard.run_async(
+                w.ref, "post an Event", None, post, w.ref.involved(), warning=True, **kwargs
             )
+            return
+        try:
+            await post(w.ref.involved(), warning=True, **kwargs)
+        except Exception:  # reporting a failure must not become one
+            log.exception("event not posted: object=%s reason=%s", w.ref, w.reason)
 
-    await _write_site_statuses(api, cluster, built, memory, now_s, policy.spec.replan_interval_s)
+    await apply.run_bounded(warnings, one, limit=apply.MAX_IN_FLIGHT)
+
+
+async def _report(
+    api: client.KubeApi,
+    policy: resources.HeatPolicy,
+    cluster: Cluster,
+    built: snapshot_mod.Built,
+    outcome: PlanOutcome,
+    releases: Sequence[apply.Release],
+    applied: Mapping[str, apply.Outcome],
+    memory: Memory,
+    now_s: float,
+    guard: isolation.Guard,
+) -> None:
+    name = policy.metadata.name
+    ref = isolation.policy_ref(name)
+    m = memory.metrics
+    m.plan_seconds.labels(policy=name).observe(outcome.seconds)
+    if outcome.error is not None:
+        m.planner_fallbacks.labels(policy=name).inc()
+
+    warnings = [
+        _Warning(isolation.workload_ref(built.held[job_id]), "InvalidHint", problem.message)
+        for job_id, problems in built.problems.items()
+        if job_id in built.held
+        for problem in problems
+    ] + [_Warning(ref, "InvalidSpec", why) for why in built.policy_problems]
+    await _post_warnings(memory, warnings, now_s, guard)
+
+    interval = policy.spec.replan_interval_s
+    by_name = {ls.metadata.name: ls for ls in cluster.leafsites}
+    for site in built.snapshot.sites:
+        await guard.run_async(
+            isolation.leafsite_ref(site.name),
+            "write its status",
+            None,
+            _write_site_status,
+            api,
+            by_name[site.name],
+            site,
+            built,
+            memory,
+            now_s,
+            interval,
+        )
+
     still_held = len(built.held) - sum(1 for o in applied.values() if o is apply.Outcome.RELEASED)
     m.held_jobs.labels(policy=name).set(still_held)
+    await guard.run_async(
+        ref,
+        "write its status",
+        None,
+        _write_policy_status,
+        api,
+        policy,
+        built,
+        outcome,
+        len(releases),
+        still_held,
+        memory,
+        now_s,
+    )
+    # Last, so that a failure of any step above is reported too.
+    failed = [_Warning(f.ref, isolation.EVENT_REASON, f.message) for f in guard.failures]
+    await _post_warnings(memory, failed, now_s, None)
+
+
+async def _write_policy_status(
+    api: client.KubeApi,
+    policy: resources.HeatPolicy,
+    built: snapshot_mod.Built,
+    outcome: PlanOutcome,
+    releases: int,
+    still_held: int,
+    memory: Memory,
+    now_s: float,
+) -> None:
+    released, forced = _totals(memory, policy)
     message = (
         "; ".join(
             ([f"fell back to the heat-unaware plan: {outcome.error}"] if outcome.error else [])
+            + list(built.policy_problems)
             + list(outcome.plan.notes)
         )
-        or f"{len(releases)} release(s) this cycle"
+        or f"{releases} release(s) this cycle"
     )
     status = status_mod.policy_status(
         policy,
@@ -422,59 +587,46 @@ async def _apply(
         message=message,
         now_s=now_s,
     )
-    await patch_status(api, HEATPOLICIES, name, status)
-    return applied
+    await patch_status(api, HEATPOLICIES, policy.metadata.name, status)
 
 
-def _involved(w: workloads.Workload) -> dict[str, Any]:
-    api_version = "batch/v1" if w.kind is workloads.Kind.JOB else "v1"
-    return {
-        "apiVersion": api_version,
-        "kind": w.kind.value,
-        "metadata": {"name": w.name, "namespace": w.namespace, "uid": w.uid},
-    }
-
-
-async def _write_site_statuses(
+async def _write_site_status(
     api: client.KubeApi,
-    cluster: Cluster,
+    leafsite: resources.LeafSite,
+    site: model.Site,
     built: snapshot_mod.Built,
     memory: Memory,
     now_s: float,
     interval_s: float,
 ) -> None:
-    snap = built.snapshot
-    by_name = {ls.metadata.name: ls for ls in cluster.leafsites}
     m = memory.metrics
-    for site in snap.sites:
-        leafsite = by_name[site.name]
-        result = built.results[site.name]
-        if isinstance(result, readings.Rejection):
-            m.metering_errors.labels(site=site.name, kind=result.kind.value).inc()
-        load = status_mod.it_load_kw(site, snap.running)
-        old = leafsite.status or resources.LeafSiteStatus()
-        delivered, dumped = memory.heat.setdefault(
-            site.name, (old.heat_delivered_kwh or 0.0, old.heat_dumped_kwh or 0.0)
-        )
-        # Count each stretch of time once, however many policies cover the site; a long gap
-        # (operator down) is not filled in with a guess.
-        last = memory.heat_at_s.get(site.name, now_s)
-        step = min(max(now_s - last, 0.0), 2 * interval_s)
-        d_kwh, x_kwh = status_mod.heat_step(site, result, load, step)
-        memory.heat[site.name] = (delivered + d_kwh, dumped + x_kwh)
-        memory.heat_at_s[site.name] = now_s
-        m.heat_delivered.labels(site=site.name).inc(d_kwh)
-        m.heat_dumped.labels(site=site.name).inc(x_kwh)
-        status = status_mod.leafsite_status(
-            leafsite,
-            site,
-            result,
-            load_kw=load,
-            delivered_kwh=delivered + d_kwh,
-            dumped_kwh=dumped + x_kwh,
-            now_s=now_s,
-        )
-        await patch_status(api, LEAFSITES, site.name, status)
+    result = built.results[site.name]
+    if isinstance(result, readings.Rejection):
+        m.metering_errors.labels(site=site.name, kind=result.kind.value).inc()
+    load = status_mod.it_load_kw(site, built.snapshot.running)
+    old = leafsite.status or resources.LeafSiteStatus()
+    delivered, dumped = memory.heat.setdefault(
+        site.name, (old.heat_delivered_kwh or 0.0, old.heat_dumped_kwh or 0.0)
+    )
+    # Count each stretch of time once, however many policies cover the site; a long gap
+    # (operator down) is not filled in with a guess.
+    last = memory.heat_at_s.get(site.name, now_s)
+    step = min(max(now_s - last, 0.0), 2 * interval_s)
+    d_kwh, x_kwh = status_mod.heat_step(site, result, load, step)
+    memory.heat[site.name] = (delivered + d_kwh, dumped + x_kwh)
+    memory.heat_at_s[site.name] = now_s
+    m.heat_delivered.labels(site=site.name).inc(d_kwh)
+    m.heat_dumped.labels(site=site.name).inc(x_kwh)
+    status = status_mod.leafsite_status(
+        leafsite,
+        site,
+        result,
+        load_kw=load,
+        delivered_kwh=delivered + d_kwh,
+        dumped_kwh=dumped + x_kwh,
+        now_s=now_s,
+    )
+    await patch_status(api, LEAFSITES, site.name, status)
 
 
 async def patch_status(

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from heatshift import durations
+from heatshift import bounds, durations
 
 PREFIX = "heatshift.dev/"
 DEADLINE = PREFIX + "deadline"
@@ -34,9 +34,7 @@ SITES = PREFIX + "sites"
 SLA_CLASS = PREFIX + "sla-class"
 """Label (not annotation): the HeatPolicy SLA class the job belongs to."""
 
-_SITE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-MAX_POWER_WATTS = 1_000_000.0
-"""One job drawing a megawatt is a typo (a unit slip), not a workload."""
+_SITE_NAME = re.compile(bounds.DNS_SUBDOMAIN)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,19 +77,29 @@ def _deadline(value: str) -> float | str:
         return "not an RFC 3339 time (e.g. 2026-01-31T18:00:00Z)"
     if parsed.tzinfo is None:
         return "the time has no time zone (add Z or an offset such as +01:00)"
-    return parsed.timestamp()
+    try:
+        unix_s = parsed.timestamp()
+    except (OverflowError, ValueError):  # year 1 with a negative offset, and the like
+        unix_s = math.nan
+    return bounds.timestamp_problem(unix_s, "the deadline") or unix_s
 
 
-def _duration(value: str, *, positive: bool) -> float | str:
+def _duration(value: str, allowed: bounds.DurationRange) -> float | str:
     try:
         seconds = durations.parse_duration(value.strip())
     except durations.DurationError:
-        return "not a duration (e.g. 90m, 6h or 1h30m)"
+        unsigned = value.strip().removeprefix("+")
+        if re.match(durations.PATTERN, unsigned.removeprefix("-")) is None:
+            return "not a duration (e.g. 90m, 6h or 1h30m)"
+        # Well-formed but past Go's int64 nanoseconds (99999999h, 400 digits): too long.
+        if unsigned.startswith("-"):
+            return "the duration cannot be negative"
+        return f"{allowed.what} must be {allowed.words()}"
     if seconds < 0:
         return "the duration cannot be negative"
-    if positive and seconds == 0:
+    if seconds == 0 and not allowed.low_inclusive:
         return "the duration must be longer than zero"
-    return seconds
+    return allowed.problem(seconds) or seconds
 
 
 def _power(value: str) -> float | str:
@@ -103,8 +111,8 @@ def _power(value: str) -> float | str:
         return "not a finite number"
     if watts < 0:
         return "power cannot be negative"
-    if watts > MAX_POWER_WATTS:
-        return f"more than {MAX_POWER_WATTS:.0f} W for one job is implausible"
+    if watts > bounds.MAX_JOB_POWER_WATTS:
+        return f"more than {bounds.MAX_JOB_POWER_WATTS:.0f} W for one job is implausible"
     return watts
 
 
@@ -124,8 +132,8 @@ def parse_hints(annotations: Mapping[str, str]) -> tuple[Hints, tuple[HintProble
     found: dict[str, Any] = {}
     parsers: tuple[tuple[str, str, Callable[[str], object]], ...] = (
         (DEADLINE, "deadline_s", _deadline),
-        (MAX_DELAY, "max_delay_s", lambda v: _duration(v, positive=False)),
-        (EXPECTED_DURATION, "duration_s", lambda v: _duration(v, positive=True)),
+        (MAX_DELAY, "max_delay_s", lambda v: _duration(v, bounds.MAX_DELAY)),
+        (EXPECTED_DURATION, "duration_s", lambda v: _duration(v, bounds.JOB_DURATION)),
         (POWER_WATTS, "power_watts", _power),
         (SITES, "sites", _sites),
     )
@@ -148,14 +156,20 @@ def start_deadline(
 
     The earliest of the ``deadline`` hint minus the duration and the ``max-delay`` hint after
     submission; without either hint, the SLA class's maximum delay. Never before submission:
-    a deadline already past means "start now".
+    a deadline already past means "start now". Never more than :data:`bounds.MAX_DELAY` after
+    submission either, whatever the hints or the SLA class say: that cap is what keeps every
+    start deadline a time the operator can plan, write and keep.
     """
-    candidates: list[tuple[float, str]] = []
+    cap = submitted_s + bounds.MAX_DELAY.high_s
+    candidates: list[tuple[float, str]] = [
+        (cap, f"the longest hold heatshift allows ({bounds.MAX_DELAY.high})")
+    ]
     if hints.deadline_s is not None:
         candidates.append((hints.deadline_s - duration_s, "its deadline annotation"))
     if hints.max_delay_s is not None:
         candidates.append((submitted_s + hints.max_delay_s, "its max-delay annotation"))
-    if not candidates:
+    if hints.deadline_s is None and hints.max_delay_s is None:
         candidates.append((submitted_s + default_max_delay_s, "its SLA class"))
-    latest, source = min(candidates)
+    # NaN never compares smaller, so a non-finite candidate could otherwise win or hide.
+    latest, source = min((c for c in candidates if math.isfinite(c[0])), key=lambda c: c[0])
     return max(latest, submitted_s), source

@@ -164,6 +164,13 @@ async def _fetch_group(
         src = factory(endpoint, queries)
     except ValueError as err:
         return {n: _reject(n, str(err)) for names in names_by_id.values() for n in names}
+    except Exception as err:  # a source must never stop planning; it is logged as a bug
+        log.exception("metering source not made: endpoint=%s", endpoint.url)
+        return {
+            n: _reject(n, f"metering source failed: {err}")
+            for names in names_by_id.values()
+            for n in names
+        }
     try:
         got = await asyncio.wait_for(src.fetch(limits, now_s), timeout_s)
     except TimeoutError:
@@ -172,10 +179,18 @@ async def _fetch_group(
         log.exception("metering source failed: endpoint=%s", endpoint.url)
         got = {i: _reject(i, f"metering source failed: {err}") for i in names_by_id}
     finally:
-        await src.aclose()
+        try:
+            await src.aclose()
+        except Exception:  # closing is housekeeping: the readings are already in
+            log.exception("metering source not closed: endpoint=%s", endpoint.url)
     out: dict[str, Result] = {}
     for site_id, names in names_by_id.items():
-        result = got.get(site_id) or _reject(site_id, "the source returned nothing for it")
+        found = got.get(site_id) if isinstance(got, Mapping) else None
+        result = (
+            found
+            if isinstance(found, readings.SiteReading | readings.Rejection)
+            else _reject(site_id, "the source returned nothing usable for it")
+        )
         for name in names:
             out[name] = result
     return out

@@ -19,11 +19,12 @@ Called by :mod:`heatshift.kube.cycle`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
-from heatshift import model, resources
+from heatshift import bounds, durations, model, resources
 from heatshift.kube import hints as hints_mod
-from heatshift.kube import selection, workloads
+from heatshift.kube import isolation, selection, workloads
 from heatshift.metering import readings
 
 DEFAULT_DURATION_S = 3600.0
@@ -45,6 +46,8 @@ class Built:
     """By job id: where its start deadline came from, in words."""
     results: Mapping[str, readings.SiteReading | readings.Rejection]
     """The metering result used for each site, by site name."""
+    policy_problems: tuple[str, ...] = ()
+    """What in the policy's spec could not be used as written, in words (for an Event)."""
 
 
 def site_capacity(spec: resources.LeafSiteSpec, nodes: Sequence[workloads.Node]) -> model.Resources:
@@ -74,6 +77,32 @@ def duration_of(workload: workloads.Workload, hints: hints_mod.Hints) -> float:
     return DEFAULT_DURATION_S
 
 
+def sla_max_delay(sla: resources.SLAClass) -> tuple[float, str | None]:
+    """The class's maximum delay in seconds, and what is wrong with it in words when it cannot
+    be used as written. The CRD and the models bound ``maxDelay``; should a longer one get
+    through anyway (past Go's limit, or beyond :data:`bounds.MAX_DELAY`), its jobs are held
+    for at most the bound, and planning goes on."""
+    try:
+        seconds = sla.max_delay_s
+    except durations.DurationError:
+        seconds = math.inf
+    why = bounds.MAX_DELAY.problem(seconds)
+    if why is None:
+        return seconds, None
+    return bounds.MAX_DELAY.high_s, (
+        f"SLA class {sla.name!r}: maxDelay {sla.max_delay[:40]!r} cannot be used ({why}); its "
+        f"jobs are held at most {bounds.MAX_DELAY.high}"
+    )
+
+
+def submitted_at(w: workloads.Workload, now_s: float) -> float:
+    """When the job was submitted, for its delay: its creation time, never in the future (clock
+    skew must not push a release past now) and never further back than the longest hold (so a
+    bogus creation time of 1970 means "due now", with numbers the planner can use)."""
+    created = w.created_s if math.isfinite(w.created_s) and w.created_s > 0 else now_s
+    return min(max(created, now_s - bounds.MAX_DELAY.high_s), now_s)
+
+
 def _job_request(
     w: workloads.Workload,
     spec: resources.HeatPolicySpec,
@@ -82,6 +111,7 @@ def _job_request(
     hints, problems = hints_mod.parse_hints(w.annotations)
     sla_name = w.labels.get(hints_mod.SLA_CLASS)
     sla = spec.sla_class(sla_name)
+    max_delay_s, _ = sla_max_delay(sla)
     if sla_name is not None and sla.name != sla_name:
         problems += (
             hints_mod.HintProblem(
@@ -92,10 +122,9 @@ def _job_request(
             ),
         )
     duration = duration_of(w, hints)
-    # A creation time in the future (clock skew) must not push the release past now.
-    submitted = min(w.created_s or now_s, now_s)
+    submitted = submitted_at(w, now_s)
     deadline, source = hints_mod.start_deadline(
-        hints, submitted_s=submitted, duration_s=duration, default_max_delay_s=sla.max_delay_s
+        hints, submitted_s=submitted, duration_s=duration, default_max_delay_s=max_delay_s
     )
     request = model.JobRequest(
         id=w.id,
@@ -110,6 +139,50 @@ def _job_request(
     return request, problems, source
 
 
+def _site(
+    leafsite: resources.LeafSite,
+    nodes: Sequence[workloads.Node],
+    result: readings.SiteReading | readings.Rejection | None,
+) -> tuple[model.Site, readings.SiteReading | readings.Rejection, model.SiteState]:
+    site = leafsite.to_site(site_capacity(leafsite.spec, nodes))
+    result = result or readings.Rejection(
+        site=site.name, kind=readings.RejectionKind.UNAVAILABLE, message="no metering result"
+    )
+    # Without a reading, the tank is assumed as last seen: better than empty or full.
+    status = leafsite.status
+    last_tank = status.tank_energy_kwh if status and status.tank_energy_kwh else 0.0
+    return site, result, readings.site_state_from(result, site, fallback_tank_kwh=last_tank)
+
+
+def _running(w: workloads.Workload, site: model.Site, now_s: float) -> model.RunningJob:
+    hints, _ = hints_mod.parse_hints(w.annotations)
+    # A released-at time in the future (skew, a hand edit) must not hold capacity for ever.
+    started = min(w.released_at_s if w.released_at_s is not None else now_s, now_s)
+    end = max(started + duration_of(w, hints), now_s + MIN_REMAINING_S)
+    return model.RunningJob(
+        id=w.id,
+        site=site.name,
+        resources=w.resources,
+        power_watts=site.job_watts(w.resources, hints.power_watts),
+        end_s=end,
+    )
+
+
+def _ignoring_hints(
+    w: workloads.Workload, spec: resources.HeatPolicySpec, now_s: float
+) -> tuple[model.JobRequest, tuple[hints_mod.HintProblem, ...], str]:
+    """The job as the policy's default class has it, for when its hints break planning."""
+    bare = dataclasses.replace(w, annotations={}, labels={})
+    request, _, source = _job_request(bare, spec, now_s)
+    problem = hints_mod.HintProblem(
+        annotation=hints_mod.PREFIX + "*",
+        value="",
+        message="its heatshift.dev/ annotations and SLA class label could not be used; the "
+        "policy's default class applies",
+    )
+    return request, (problem,), source
+
+
 def build_snapshot(
     policy: resources.HeatPolicy,
     *,
@@ -120,23 +193,27 @@ def build_snapshot(
     ns_labels: Mapping[str, Mapping[str, str]],
     results: Mapping[str, readings.SiteReading | readings.Rejection],
     now_s: float,
+    guard: isolation.Guard | None = None,
 ) -> Built:
-    """The snapshot ``policy`` plans on; see the module docstring for what goes in."""
-    chosen = policy_sites(policy, leafsites)
-    sites = [ls.to_site(site_capacity(ls.spec, nodes)) for ls in chosen]
-    by_name = {s.name: s for s in sites}
+    """The snapshot ``policy`` plans on; see the module docstring for what goes in.
 
+    Each site and each workload is one step of ``guard``: a LeafSite that cannot become a
+    site is left out (its jobs go elsewhere), a held job whose hints break its request is
+    planned on the policy's defaults, and only a job that cannot be planned even so is left
+    out of this cycle; each such failure is recorded in ``guard`` for a Warning Event.
+    """
+    guard = guard or isolation.Guard()
+    sites: list[model.Site] = []
     states: dict[str, model.SiteState] = {}
     used: dict[str, readings.SiteReading | readings.Rejection] = {}
-    for leafsite, site in zip(chosen, sites, strict=True):
-        result = results.get(site.name) or readings.Rejection(
-            site=site.name, kind=readings.RejectionKind.UNAVAILABLE, message="no metering result"
-        )
-        used[site.name] = result
-        # Without a reading, the tank is assumed as last seen: better than empty or full.
-        status = leafsite.status
-        last_tank = status.tank_energy_kwh if status and status.tank_energy_kwh else 0.0
-        states[site.name] = readings.site_state_from(result, site, fallback_tank_kwh=last_tank)
+    for leafsite in policy_sites(policy, leafsites):
+        name = leafsite.metadata.name
+        ref = isolation.leafsite_ref(name)
+        made = guard.run(ref, "use this LeafSite", None, _site, leafsite, nodes, results.get(name))
+        if made is not None:
+            sites.append(made[0])
+            used[name], states[name] = made[1], made[2]
+    by_name = {s.name: s for s in sites}
 
     pending: list[model.JobRequest] = []
     held: dict[str, workloads.Workload] = {}
@@ -144,20 +221,12 @@ def build_snapshot(
     sources: dict[str, str] = {}
     running: list[model.RunningJob] = []
     for w in sorted(all_workloads, key=lambda w: w.id):
+        ref = isolation.workload_ref(w)
         if w.running and w.site in by_name:
             site = by_name[w.site]
-            hints, _ = hints_mod.parse_hints(w.annotations)
-            started = w.released_at_s if w.released_at_s is not None else now_s
-            end = max(started + duration_of(w, hints), now_s + MIN_REMAINING_S)
-            running.append(
-                model.RunningJob(
-                    id=w.id,
-                    site=site.name,
-                    resources=w.resources,
-                    power_watts=site.job_watts(w.resources, hints.power_watts),
-                    end_s=end,
-                )
-            )
+            job = guard.run(ref, "count it as running", None, _running, w, site, now_s)
+            if job is not None:
+                running.append(job)
             continue
         if not w.held:
             continue
@@ -167,7 +236,12 @@ def build_snapshot(
         )
         if owner is None or owner.metadata.name != policy.metadata.name:
             continue
-        request, found, source = _job_request(w, policy.spec, now_s)
+        made_job = guard.run(
+            ref, "read its hints", None, _job_request, w, policy.spec, now_s
+        ) or guard.run(ref, "plan it", None, _ignoring_hints, w, policy.spec, now_s)
+        if made_job is None:
+            continue
+        request, found, source = made_job
         pending.append(request)
         held[w.id] = w
         sources[w.id] = source
@@ -187,4 +261,7 @@ def build_snapshot(
         problems=problems,
         deadline_sources=sources,
         results=used,
+        policy_problems=tuple(
+            why for why in (sla_max_delay(c)[1] for c in policy.spec.sla_classes) if why
+        ),
     )

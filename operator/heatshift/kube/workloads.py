@@ -5,6 +5,11 @@ A :class:`Workload` is a Job (held through ``spec.suspend``) or a bare Pod (held
 was submitted, whether heatshift still holds it, and where it was released to. Quantities
 (``500m``, ``4Gi``) are parsed here too.
 
+Every conversion here is total: whatever an API body holds (wrong types in any field, numbers
+past any bound, missing metadata), it returns a record and never raises, because a planning
+cycle converts every Job of the cluster and one odd body must not stop the others. Numbers are
+kept within :mod:`heatshift.bounds`.
+
 Called by :mod:`heatshift.kube.snapshot`, :mod:`heatshift.kube.apply` and the webhook.
 """
 
@@ -13,11 +18,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from heatshift import model
+from heatshift import bounds, model
 
 PLACEMENT_GATE = "heatshift.dev/placement"
 """The scheduling gate that holds a bare Pod until heatshift places it."""
@@ -31,6 +37,8 @@ POLICY = "heatshift.dev/policy"
 """Annotation: the HeatPolicy that released the workload."""
 GPU_RESOURCE = "nvidia.com/gpu"
 GIB = 1024.0**3
+MAX_PODS = 1_000_000
+"""More pods at once than any cluster runs: a larger parallelism counts as this many."""
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
 _SUFFIX = {
@@ -54,34 +62,48 @@ class QuantityError(ValueError):
 
 
 def parse_quantity(value: object) -> float:
-    """A Kubernetes quantity (``250m``, ``2``, ``1.5Gi``, ``1e3``) as a plain number."""
+    """A Kubernetes quantity (``250m``, ``2``, ``1.5Gi``, ``1e3``) as a plain, finite number."""
+    shown = repr(value)[:64]
+    if isinstance(value, bool):
+        raise QuantityError(f"{shown} is not a Kubernetes quantity")
     if isinstance(value, int | float):
-        return float(value)
-    match = _QUANTITY.match(str(value).strip())
-    if match is None or match.group(2) not in _SUFFIX:
-        raise QuantityError(f"{value!r} is not a Kubernetes quantity")
-    try:
-        return float(match.group(1)) * _SUFFIX[match.group(2)]
-    except ValueError as err:
-        raise QuantityError(f"{value!r} is not a Kubernetes quantity") from err
+        number = float(value) if abs(value) < 1e300 else math.inf
+    else:
+        match = _QUANTITY.match(str(value)[:128].strip())
+        if match is None or match.group(2) not in _SUFFIX:
+            raise QuantityError(f"{shown} is not a Kubernetes quantity")
+        try:
+            number = float(match.group(1)) * _SUFFIX[match.group(2)]
+        except ValueError as err:
+            raise QuantityError(f"{shown} is not a Kubernetes quantity") from err
+    if not math.isfinite(number):
+        raise QuantityError(f"{shown} is not a finite quantity")
+    return number
 
 
 def parse_time(value: object) -> float | None:
-    """Unix seconds of an RFC 3339 time from the API; None when absent or unreadable."""
+    """Unix seconds of an RFC 3339 time from the API; None when absent, unreadable or outside
+    the years :func:`heatshift.bounds.timestamp_problem` allows."""
     if not isinstance(value, str):
         return None
     try:
-        parsed = datetime.datetime.fromisoformat(value)
-    except ValueError:
+        parsed = datetime.datetime.fromisoformat(value[:64])
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.UTC)
+        unix_s = parsed.timestamp()
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
+    return None if bounds.timestamp_problem(unix_s, "a time") else unix_s
 
 
 def format_time(unix_s: float) -> str:
-    """RFC 3339 in UTC to the second, as Kubernetes writes times."""
-    when = datetime.datetime.fromtimestamp(unix_s, tz=datetime.UTC).replace(microsecond=0)
+    """RFC 3339 in UTC to the second, as Kubernetes writes times. Never raises: a time that
+    cannot be a date (NaN, infinite, past year 9999) is written as a plain number of Unix
+    seconds instead, since it only ever ends up in words for people."""
+    try:
+        when = datetime.datetime.fromtimestamp(unix_s, tz=datetime.UTC).replace(microsecond=0)
+    except (OverflowError, ValueError, OSError):
+        return f"{unix_s:.0f} (Unix seconds)"
     return when.isoformat().replace("+00:00", "Z")
 
 
@@ -90,29 +112,63 @@ class Kind(enum.StrEnum):
     POD = "Pod"
 
 
-def _dict(value: object) -> Mapping[str, Any]:
+def as_dict(value: object) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: a wrong type reads as absent."""
     return value if isinstance(value, Mapping) else {}
 
 
+def as_list(value: object) -> Sequence[Any]:
+    """``value`` if it is a JSON array, else an empty one: a wrong type reads as absent."""
+    return value if isinstance(value, list | tuple) else ()
+
+
+def _count(value: object) -> int | None:
+    """A non-negative whole number from the API (parallelism, completions), else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return min(value, MAX_PODS)
+
+
+def _run_limit(value: object) -> float | None:
+    """``activeDeadlineSeconds`` as a usable upper bound on run time, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    # Compared as given (an int may be too large for a float); NaN compares false.
+    if not 0 < value < 1e300:
+        return None
+    # Longer than any job may be expected to run says nothing the default would not.
+    return min(float(value), bounds.JOB_DURATION.high_s)
+
+
 def _strings(value: object) -> dict[str, str]:
-    return {str(k): str(v) for k, v in _dict(value).items()}
+    return {str(k): str(v) for k, v in as_dict(value).items()}
 
 
 def pod_resources(pod_spec: Mapping[str, Any]) -> model.Resources:
     """What a pod asks for: its containers' requests summed (limits where no request)."""
     cpu = memory = 0.0
     gpu = 0
-    for container in pod_spec.get("containers") or []:
-        res = _dict(_dict(container).get("resources"))
-        wanted = {**_dict(res.get("limits")), **_dict(res.get("requests"))}
+    for container in as_list(pod_spec.get("containers")):
+        res = as_dict(as_dict(container).get("resources"))
+        wanted = {**as_dict(res.get("limits")), **as_dict(res.get("requests"))}
         # A bad quantity would be refused by the API server; never crash on one anyway.
         try:
             cpu += parse_quantity(wanted.get("cpu", 0))
             memory += parse_quantity(wanted.get("memory", 0)) / GIB
-            gpu += int(parse_quantity(wanted.get(GPU_RESOURCE, 0)))
+            gpu += int(min(parse_quantity(wanted.get(GPU_RESOURCE, 0)), bounds.MAX_GPUS))
         except QuantityError:
             continue
-    return model.Resources(cpu=max(cpu, 0.0), memory_gib=max(memory, 0.0), gpu=max(gpu, 0))
+    return bounded_resources(cpu, memory, gpu)
+
+
+def bounded_resources(cpu: float, memory_gib: float, gpu: float) -> model.Resources:
+    """Resources within :mod:`heatshift.bounds`: a larger ask fits no site either way, and
+    an unbounded one would be arithmetic the planner cannot do."""
+    return model.Resources(
+        cpu=min(max(cpu, 0.0), bounds.MAX_CPU_CORES),
+        memory_gib=min(max(memory_gib, 0.0), bounds.MAX_MEMORY_GIB),
+        gpu=int(min(max(gpu, 0), bounds.MAX_GPUS)),
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,7 +202,7 @@ class Workload:
 
 
 def _common(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = _dict(obj.get("metadata"))
+    meta = as_dict(obj.get("metadata"))
     annotations = _strings(meta.get("annotations"))
     return {
         "namespace": str(meta.get("namespace") or "default"),
@@ -162,55 +218,51 @@ def _common(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 def from_job(job: Mapping[str, Any]) -> Workload:
     """A batch/v1 Job as a workload; its shape is one pod's times the pods that run at once."""
-    spec = _dict(job.get("spec"))
-    pod_spec = _dict(_dict(spec.get("template")).get("spec"))
+    spec = as_dict(job.get("spec"))
+    pod_spec = as_dict(as_dict(spec.get("template")).get("spec"))
     one = pod_resources(pod_spec)
-    parallel = spec.get("parallelism")
-    completions = spec.get("completions")
-    pods = parallel if isinstance(parallel, int) and parallel >= 0 else 1
-    if isinstance(completions, int) and completions >= 0:
+    pods = _count(spec.get("parallelism"))
+    pods = 1 if pods is None else pods
+    completions = _count(spec.get("completions"))
+    if completions is not None:
         pods = min(pods, completions)
-    conditions = _dict(job.get("status")).get("conditions") or []
+    conditions = as_list(as_dict(job.get("status")).get("conditions"))
     finished = any(
-        _dict(c).get("type") in ("Complete", "Failed") and _dict(c).get("status") == "True"
+        as_dict(c).get("type") in ("Complete", "Failed") and as_dict(c).get("status") == "True"
         for c in conditions
     )
     common = _common(job)
-    deadline = spec.get("activeDeadlineSeconds")
     return Workload(
         kind=Kind.JOB,
-        resources=model.Resources(
-            cpu=one.cpu * pods, memory_gib=one.memory_gib * pods, gpu=one.gpu * pods
-        ),
+        resources=bounded_resources(one.cpu * pods, one.memory_gib * pods, one.gpu * pods),
         held=spec.get("suspend") is True and common["released_at_s"] is None and not finished,
         finished=finished,
-        active_deadline_s=float(deadline) if isinstance(deadline, int | float) else None,
+        active_deadline_s=_run_limit(spec.get("activeDeadlineSeconds")),
         **common,
     )
 
 
 def has_gate(pod: Mapping[str, Any]) -> bool:
-    gates = _dict(pod.get("spec")).get("schedulingGates") or []
-    return any(_dict(g).get("name") == PLACEMENT_GATE for g in gates)
+    gates = as_list(as_dict(pod.get("spec")).get("schedulingGates"))
+    return any(as_dict(g).get("name") == PLACEMENT_GATE for g in gates)
 
 
 def is_bare_pod(pod: Mapping[str, Any]) -> bool:
     """A Pod nobody owns (no Job, ReplicaSet, ...): only those are held as Pods."""
-    return not _dict(pod.get("metadata")).get("ownerReferences")
+    return not as_dict(pod.get("metadata")).get("ownerReferences")
 
 
 def from_pod(pod: Mapping[str, Any]) -> Workload:
     """A bare Pod as a workload."""
-    spec = _dict(pod.get("spec"))
-    phase = _dict(pod.get("status")).get("phase")
+    spec = as_dict(pod.get("spec"))
+    phase = as_dict(pod.get("status")).get("phase")
     common = _common(pod)
-    deadline = spec.get("activeDeadlineSeconds")
     return Workload(
         kind=Kind.POD,
         resources=pod_resources(spec),
         held=has_gate(pod),
         finished=phase in ("Succeeded", "Failed"),
-        active_deadline_s=float(deadline) if isinstance(deadline, int | float) else None,
+        active_deadline_s=_run_limit(spec.get("activeDeadlineSeconds")),
         **common,
     )
 
@@ -226,23 +278,23 @@ class Node:
 
 
 def from_node(node: Mapping[str, Any]) -> Node:
-    meta = _dict(node.get("metadata"))
-    status = _dict(node.get("status"))
-    alloc = _dict(status.get("allocatable"))
+    meta = as_dict(node.get("metadata"))
+    status = as_dict(node.get("status"))
+    alloc = as_dict(status.get("allocatable"))
     try:
-        resources = model.Resources(
-            cpu=max(parse_quantity(alloc.get("cpu", 0)), 0.0),
-            memory_gib=max(parse_quantity(alloc.get("memory", 0)) / GIB, 0.0),
-            gpu=max(int(parse_quantity(alloc.get(GPU_RESOURCE, 0))), 0),
+        resources = bounded_resources(
+            parse_quantity(alloc.get("cpu", 0)),
+            parse_quantity(alloc.get("memory", 0)) / GIB,
+            min(parse_quantity(alloc.get(GPU_RESOURCE, 0)), bounds.MAX_GPUS),
         )
     except QuantityError:
         resources = model.Resources()
     ready = all(
-        _dict(c).get("status") == "True"
-        for c in status.get("conditions") or []
-        if _dict(c).get("type") == "Ready"
+        as_dict(c).get("status") == "True"
+        for c in as_list(status.get("conditions"))
+        if as_dict(c).get("type") == "Ready"
     )
-    cordoned = _dict(node.get("spec")).get("unschedulable") is True
+    cordoned = as_dict(node.get("spec")).get("unschedulable") is True
     return Node(
         name=str(meta.get("name") or ""),
         labels=_strings(meta.get("labels")),
