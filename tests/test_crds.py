@@ -1185,6 +1185,50 @@ def test_numbers_beyond_physical_ranges_are_refused(field: str, value: Any) -> N
     assert pydantic_error(document) is not None
 
 
+def readme_limit(field: str) -> str:
+    """The "Allowed" cell of ``field``'s row in the README's Limits table."""
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith(f"| {field} |"):
+            return line.split("|")[2].strip()
+    raise AssertionError(f"README's Limits table has no row {field}")
+
+
+@pytest.mark.parametrize(
+    ("field", "bound"),
+    [
+        ("HeatPolicy `planning.horizon`", bounds.PLANNING_HORIZON),
+        ("HeatPolicy `planning.step`", bounds.PLANNING_STEP),
+        ("HeatPolicy `planning.replanInterval`", bounds.REPLAN_INTERVAL),
+        ("HeatPolicy `planning.solverTimeLimit`", bounds.SOLVER_TIME_LIMIT),
+        ("HeatPolicy `slaClasses[].maxDelay`", bounds.MAX_DELAY),
+        ("LeafSite `stalenessLimit`", bounds.STALENESS_LIMIT),
+        ("LeafSite `metering.*.timeoutSeconds`", bounds.METERING_TIMEOUT),
+    ],
+)
+def test_the_readme_states_the_duration_limits(field: str, bound: bounds.DurationRange) -> None:
+    # timeoutSeconds is a number of seconds, the others Go durations.
+    low, high = (
+        (f"{bound.low_s:g}", f"{bound.high_s:g}") if "Seconds" in field else (bound.low, bound.high)
+    )
+    expected = f"{low} to {high}" if bound.low_inclusive else f"above {low}, at most {high}"
+    assert readme_limit(field).startswith(expected)
+
+
+def test_the_readme_states_the_number_limits() -> None:
+    assert (
+        readme_limit("HeatPolicy `objective.*Weight`") == f"0 to {bounds.MAX_OBJECTIVE_WEIGHT:.0f}"
+    )
+    assert readme_limit("LeafSite `power.*` (W)") == f"0 to {bounds.MAX_SITE_POWER_WATTS:.0f}"
+    assert readme_limit("LeafSite `tank.capacityKWh`") == f"0 to {bounds.MAX_TANK_CAPACITY_KWH:.0f}"
+    assert readme_limit("LeafSite `offtaker.maxThermalKW`") == (
+        f"above 0, at most {bounds.MAX_THERMAL_KW:.0f}"
+    )
+    assert readme_limit("LeafSite `capacity.cpu` / `memoryGiB` / `gpu`") == (
+        f"at most {bounds.MAX_CPU_CORES:.0f} / {bounds.MAX_MEMORY_GIB:.0f} / {bounds.MAX_GPUS}"
+    )
+    assert str(bounds.MAX_URL_LENGTH) in readme_limit("LeafSite `metering.*.url`")
+
+
 @pytest.mark.parametrize("path", sorted(POLICIES.glob("*.yaml")), ids=lambda p: p.name)
 def test_policy_examples_pass_the_cel_rules(path: pathlib.Path) -> None:
     for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
