@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -53,8 +53,8 @@ class ResourceError(ValueError):
     """A LeafSite or HeatPolicy that cannot be used as given (wraps the validation error)."""
 
 
-def _raise_problem(check: Any) -> Any:
-    """A validator that raises ``check(value)``'s problem (a message or None) as the error."""
+def _raise_problem(check: Callable[[str], str | None]) -> AfterValidator:
+    """A validator raising the problem ``check`` finds (a message, or None) as the error."""
 
     def validate(value: str) -> str:
         why = check(value)
@@ -186,10 +186,10 @@ def _check_duration(bound: bounds.DurationRange, name: str, text: str) -> None:
     out of range (the API server fails the rule on it) rather than a huge number.
     """
     try:
-        why = bound.problem(durations.parse_duration(text))
-    except durations.DurationError:
-        why = "too long"
-    if why is not None:
+        inside = bound.problem(durations.parse_duration(text)) is None
+    except durations.DurationError:  # the pattern passed, so: past Go's int64 nanoseconds
+        inside = False
+    if not inside:
         shown = text if len(text) <= 40 else text[:37] + "..."
         raise ValueError(f"{bound.cel(name)[1]}, not {shown}")
 
@@ -253,7 +253,9 @@ class LabelSelectorRequirement(Schema):
             "x-kubernetes-validations": [
                 {
                     "rule": f"self.matches({_cel_string(bounds.LABEL_KEY_LENGTHS)})",
-                    "message": "key: a prefix of at most 253 characters, a name of at most 63",
+                    "message": (
+                        "key must have a prefix of at most 253 characters and a name of at most 63"
+                    ),
                 }
             ],
         },
