@@ -319,6 +319,16 @@ def leafsite(name: str, **spec: Any) -> Obj:
     }
 
 
+def heatpolicy(name: str, **spec: Any) -> Obj:
+    """A valid HeatPolicy, with ``spec`` fields replaced."""
+    return {
+        "apiVersion": "heatshift.dev/v1alpha1",
+        "kind": "HeatPolicy",
+        "metadata": {"name": name},
+        "spec": {"namespaceSelector": {}, "selector": {}, **spec},
+    }
+
+
 BAD_RESOURCES = [
     pytest.param(
         {
@@ -353,6 +363,66 @@ BAD_RESOURCES = [
         leafsite("bad-efficiency", heatRecoveryEfficiency=1.7),
         "heatRecoveryEfficiency",
         id="leafsite-efficiency-above-one",
+    ),
+    # Bounds (issue 13): the API server's own answers for the limits the unit tests imitate.
+    pytest.param(
+        heatpolicy("bad-horizon", planning={"horizon": "2000000h"}),
+        "horizon must be between 5m and 168h",
+        id="heatpolicy-horizon-2000000h",
+    ),
+    pytest.param(
+        heatpolicy("bad-horizon-ns", planning={"horizon": "168h0m0.000000001s"}),
+        "horizon must be between 5m and 168h",
+        id="heatpolicy-horizon-one-nanosecond-too-long",
+    ),
+    pytest.param(
+        heatpolicy("bad-solver-time", planning={"solverTimeLimit": "0.5ns"}),
+        "solverTimeLimit must be longer than 0s and at most 5m",
+        id="heatpolicy-solver-time-half-nanosecond",
+    ),
+    pytest.param(
+        # Past Go's int64 nanoseconds: duration() fails, and the server names the rule.
+        heatpolicy("bad-max-delay", slaClasses=[{"name": "standard", "maxDelay": "99999999h"}]),
+        "maxDelay must be between 0s and 720h",
+        id="heatpolicy-max-delay-99999999h",
+    ),
+    pytest.param(
+        heatpolicy("bad-weight", objective={"usefulHeatWeight": 1e308}),
+        "usefulHeatWeight",
+        id="heatpolicy-weight-1e308",
+    ),
+    pytest.param(
+        heatpolicy("bad-selector-key", selector={"matchLabels": {"bad key!": "x"}}),
+        "matchLabels keys must be label keys",
+        id="heatpolicy-selector-bad-key",
+    ),
+    pytest.param(
+        leafsite("bad-node-selector-key", nodeSelector={"bad key!": "x"}),
+        "nodeSelector keys must be label keys",
+        id="leafsite-node-selector-bad-key",
+    ),
+    pytest.param(
+        leafsite("bad-node-selector-value", nodeSelector={"heatshift.dev/site": "a b"}),
+        "spec.nodeSelector.heatshift.dev/site",
+        id="leafsite-node-selector-bad-value",
+    ),
+    pytest.param(
+        leafsite("bad-staleness", stalenessLimit="2000000h"),
+        "stalenessLimit must be between 1s and 24h",
+        id="leafsite-staleness-2000000h",
+    ),
+    pytest.param(
+        leafsite(
+            "bad-timeout",
+            metering={"http": {"url": "http://m.example/v1", "siteId": "x", "timeoutSeconds": 60}},
+        ),
+        "spec.metering.http.timeoutSeconds",
+        id="leafsite-metering-timeout-60s",
+    ),
+    pytest.param(
+        leafsite("bad-url", metering={"http": {"url": "http://?", "siteId": "x"}}),
+        "spec.metering.http.url",
+        id="leafsite-url-without-host",
     ),
 ]
 

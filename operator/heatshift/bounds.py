@@ -167,40 +167,46 @@ LABEL_KEY = (
     r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$"
 )
 """A label key: an optional DNS-subdomain prefix and ``/``, then a name (Kubernetes'
-qualified name). Lengths are checked by :func:`label_key_problem`."""
+qualified name). The lengths are :data:`LABEL_KEY_LENGTHS`."""
+LABEL_KEY_LENGTHS = r"^([^/]{1,253}/)?[^/]{1,63}$"
+"""The lengths of a label key's parts as a pattern (a prefix of at most 253 characters, a name
+of at most 63), for schemas that cannot split a string, such as the CRDs' CEL rules."""
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 """A label value: empty, or at most 63 characters of the name alphabet."""
 MAX_LABEL_KEY_LENGTH = 317
 """A 253-character prefix, the slash and a 63-character name."""
 MAX_LABEL_VALUE_LENGTH = 63
+LABEL_KEY_WORDS = (
+    "an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', "
+    "starting and ending with a letter or digit"
+)
+"""What a label key is, in words, for error messages."""
+LABEL_VALUE_WORDS = (
+    "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+)
 
+# fullmatch, not match: Python's ``$`` also matches before a final newline, the API server's
+# (Go's) does not, and "a\n" must be refused by both.
 _LABEL_KEY = re.compile(LABEL_KEY)
+_LABEL_KEY_LENGTHS = re.compile(LABEL_KEY_LENGTHS)
 _LABEL_VALUE = re.compile(LABEL_VALUE)
 
 
 def label_key_problem(key: str) -> str | None:
     """None for a valid Kubernetes label key, else why not, in words."""
-    prefix, _, name = key.rpartition("/")
     if (
         len(key) > MAX_LABEL_KEY_LENGTH
-        or len(prefix) > 253
-        or len(name) > 63
-        or not _LABEL_KEY.match(key)
+        or not _LABEL_KEY.fullmatch(key)
+        or not _LABEL_KEY_LENGTHS.fullmatch(key)
     ):
-        return (
-            f"{key[:70]!r} is not a valid label key (an optional DNS prefix and '/', then at "
-            "most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
-        )
+        return f"{key[:70]!r} is not a valid label key ({LABEL_KEY_WORDS})"
     return None
 
 
 def label_value_problem(value: str) -> str | None:
     """None for a valid Kubernetes label value, else why not, in words."""
-    if len(value) > MAX_LABEL_VALUE_LENGTH or not _LABEL_VALUE.match(value):
-        return (
-            f"{value[:70]!r} is not a valid label value (at most 63 letters, digits, '-', '_' "
-            "or '.', starting and ending with a letter or digit)"
-        )
+    if len(value) > MAX_LABEL_VALUE_LENGTH or not _LABEL_VALUE.fullmatch(value):
+        return f"{value[:70]!r} is not a valid label value ({LABEL_VALUE_WORDS})"
     return None
 
 
@@ -208,8 +214,23 @@ def label_value_problem(value: str) -> str | None:
 
 HTTP_URL = (
     r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?)"
-    r"(:[0-9]{1,5})?([/?#][^\s]*)?$"
+    r"(:[0-9]{1,5})?([/?#][!-~]*)?$"
 )
-"""An http(s) URL with a host (name, IPv4 or bracketed IPv6), an optional port and path, and
-no whitespace. ``http://?`` and ``http:///x`` do not match."""
+"""An http(s) URL with a host (name, IPv4 or bracketed IPv6), an optional port and path, all
+printable ASCII without spaces (anything else percent-encoded). ``http://?`` and ``http:///x``
+do not match. ASCII by design: ``\\s`` would mean different things to the API server's regex
+engine (ASCII) and to pydantic's (Unicode)."""
 MAX_URL_LENGTH = 2048
+
+_HTTP_URL = re.compile(HTTP_URL)
+
+
+def url_problem(url: str) -> str | None:
+    """None for an http(s) URL :data:`HTTP_URL` accepts, at most :data:`MAX_URL_LENGTH` long."""
+    if len(url) > MAX_URL_LENGTH or not _HTTP_URL.fullmatch(url):
+        shown = url if len(url) <= 70 else url[:67] + "..."
+        return (
+            f"{shown!r} is not an http:// or https:// URL with a host (at most "
+            f"{MAX_URL_LENGTH} characters of printable ASCII, no spaces)"
+        )
+    return None

@@ -10,7 +10,10 @@ These models are the single source of the CRDs: ``heatshift.crdgen`` turns them 
 OpenAPI schemas in ``crds/``. Every cross-field rule is written twice, side by side: as CEL
 (``x-kubernetes-validations``, enforced by the API server) and as a pydantic validator
 (enforced when the operator, the simulator or a test parses a spec), and the tests check that
-both agree. Callers: the operator's Kubernetes adapter (reads specs, writes statuses),
+both agree. Every bound on a field (durations, physical numbers, label keys and values, URLs)
+comes from :mod:`heatshift.bounds`; a duration field names its :class:`~heatshift.bounds.
+DurationRange` once, in its type, and both its CEL rule and its validator derive from it.
+Callers: the operator's Kubernetes adapter (reads specs, writes statuses),
 ``crdgen``, and the tests over ``policies/``. The decision core never imports this module.
 """
 
@@ -18,13 +21,13 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from heatshift import durations, model
+from heatshift import bounds, durations, model
 from heatshift.planner import config
 
 API_GROUP = "heatshift.dev"
@@ -34,9 +37,9 @@ GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 DURATION_PATTERN = durations.PATTERN
 """What a duration field accepts: Go duration syntax, non-negative, e.g. ``90s``, ``1h30m``."""
 
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-HTTP_URL = r"^https?://[^\s]+$"
+DNS_LABEL = bounds.DNS_LABEL
+DNS_SUBDOMAIN = bounds.DNS_SUBDOMAIN
+HTTP_URL = bounds.HTTP_URL
 
 CONDITION_READY = "Ready"
 """Condition type on both resources: the object is valid and in use."""
@@ -45,24 +48,115 @@ CONDITION_METERING_FRESH = "MeteringFresh"
 CONDITION_PLANNED = "Planned"
 """HeatPolicy condition: the last planning cycle produced a plan."""
 
-LabelValue = Annotated[str, Field(max_length=63)]
-
 
 class ResourceError(ValueError):
     """A LeafSite or HeatPolicy that cannot be used as given (wraps the validation error)."""
 
 
+def _raise_problem(check: Callable[[str], str | None]) -> AfterValidator:
+    """A validator raising the problem ``check`` finds (a message, or None) as the error."""
+
+    def validate(value: str) -> str:
+        why = check(value)
+        if why is not None:
+            raise ValueError(why)
+        return value
+
+    return AfterValidator(validate)
+
+
+LabelKey = Annotated[str, _raise_problem(bounds.label_key_problem)]
+"""A label key as the key of a map: the map's CEL rule (:func:`_label_map_field`) checks it."""
+LabelValue = Annotated[
+    str,
+    _raise_problem(bounds.label_value_problem),
+    Field(
+        json_schema_extra={
+            "maxLength": bounds.MAX_LABEL_VALUE_LENGTH,
+            "pattern": bounds.LABEL_VALUE,
+        }
+    ),
+]
+"""A label value; the pattern is for the API server, the validator says what is wrong."""
+
+
+def _cel_string(text: str) -> str:
+    """``text`` as a CEL string literal (a regex's backslashes kept)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _label_key_rule(key: str) -> str:
+    """The CEL test that the string ``key`` is a label key, as :func:`~heatshift.bounds.
+    label_key_problem` checks it: the size first (cheap), then the pattern and part lengths."""
+    return (
+        f"size({key}) <= {bounds.MAX_LABEL_KEY_LENGTH}"
+        f" && {key}.matches({_cel_string(bounds.LABEL_KEY)})"
+        f" && {key}.matches({_cel_string(bounds.LABEL_KEY_LENGTHS)})"
+    )
+
+
+def _label_map_field(name: str, description: str, *, max_labels: int, **kwargs: Any) -> Any:
+    """A ``dict[LabelKey, LabelValue]`` field: map keys have no pattern in a structural
+    schema, so a CEL rule on the map checks them."""
+    return Field(
+        max_length=max_labels,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.all(k, {_label_key_rule('k')})",
+                    "message": f"{name} keys must be label keys ({bounds.LABEL_KEY_WORDS})",
+                }
+            ]
+        },
+        description=description,
+        **kwargs,
+    )
+
+
+def _url_field(description: str) -> Any:
+    return Field(
+        json_schema_extra={"maxLength": bounds.MAX_URL_LENGTH, "pattern": bounds.HTTP_URL},
+        description=description,
+    )
+
+
+URL = Annotated[str, _raise_problem(bounds.url_problem)]
+MeteringTimeout = Annotated[float, AfterValidator(bounds.METERING_TIMEOUT.check)]
+
+
+def _duration_bounds(cls: type[BaseModel]) -> list[tuple[str, bounds.DurationRange]]:
+    """(YAML name, range) of every duration field of ``cls`` whose type names a range."""
+    return [
+        (field.alias or name, bound)
+        for name, field in cls.model_fields.items()
+        for bound in field.metadata
+        if isinstance(bound, bounds.DurationRange)
+    ]
+
+
 def _config(*rules: tuple[str, str]) -> ConfigDict:
-    """Model config for a resource schema node, carrying its CEL ``rules`` (rule, message)."""
-    cfg = ConfigDict(
+    """Model config for a resource schema node, carrying its CEL ``rules`` (rule, message).
+
+    The node's duration fields add their range rules (from ``DurationRange.cel``) ahead of
+    ``rules``, and their descriptions say the range.
+    """
+
+    def schema_extra(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+        ranged = _duration_bounds(cls)
+        for name, bound in ranged:
+            prop = schema["properties"][name]
+            prop["description"] = f"{prop['description']} Must be {bound.words()}."
+        found = [bound.cel(name) for name, bound in ranged] + list(rules)
+        if found:
+            schema["x-kubernetes-validations"] = [{"rule": r, "message": m} for r, m in found]
+
+    return ConfigDict(
         frozen=True,
         extra="forbid",
+        # JSON has no NaN or infinity; a YAML .nan or .inf is refused, not compared with.
+        allow_inf_nan=False,
+        json_schema_extra=schema_extra,
     )
-    if rules:
-        cfg["json_schema_extra"] = {
-            "x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]
-        }
-    return cfg
 
 
 class Schema(BaseModel):
@@ -70,13 +164,63 @@ class Schema(BaseModel):
 
     model_config = _config()
 
+    @pydantic.field_validator("*")
+    @classmethod
+    def _duration_in_range(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        """A duration field within the range its type names, with its CEL rule's message."""
+        field = cls.model_fields[info.field_name or ""]
+        for bound in field.metadata:
+            if isinstance(bound, bounds.DurationRange):
+                _check_duration(bound, field.alias or info.field_name or "", value)
+        return value
+
     def to_dict(self) -> dict[str, Any]:
         """The object as it reads in YAML and JSON: camelCase keys, unset fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def _check_duration(bound: bounds.DurationRange, name: str, text: str) -> None:
+    """Raise the CEL rule's message (and the value) unless ``text`` is within ``bound``.
+
+    Parsed as Go (and so CEL) does: whole nanoseconds, and a value past Go's int64 limit is
+    out of range (the API server fails the rule on it) rather than a huge number.
+    """
+    try:
+        inside = bound.problem(durations.parse_duration(text)) is None
+    except durations.DurationError:  # the pattern passed, so: past Go's int64 nanoseconds
+        inside = False
+    if not inside:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ValueError(f"{bound.cel(name)[1]}, not {shown}")
+
+
 def _seconds(text: str) -> float:
     return durations.parse_duration(text)
+
+
+def _duration_field(default: str, description: str, alias: str | None = None) -> Any:
+    """A Go duration string field; its type names the range (``Annotated[str, RANGE]``)."""
+    return Field(
+        default=default,
+        alias=alias,
+        max_length=64,
+        pattern=DURATION_PATTERN,
+        description=description,
+    )
+
+
+def _seconds_number(
+    bound: bounds.DurationRange, default: float, description: str, *, alias: str
+) -> Any:
+    """A number-of-seconds field within ``bound`` (OpenAPI minimum and maximum); the type
+    checks it with ``bound.check``."""
+    low = "minimum" if bound.low_inclusive else "exclusiveMinimum"
+    return Field(
+        default=default,
+        alias=alias,
+        json_schema_extra={low: bound.low_s, "maximum": bound.high_s},
+        description=f"{description} Must be {bound.words()}.",
+    )
 
 
 # --- shared shapes ---------------------------------------------------------------------------
@@ -102,8 +246,20 @@ class LabelSelectorRequirement(Schema):
         )
     )
 
-    key: str = Field(
-        min_length=1, max_length=317, description="The label key the requirement applies to."
+    key: LabelKey = Field(
+        json_schema_extra={
+            "maxLength": bounds.MAX_LABEL_KEY_LENGTH,
+            "pattern": bounds.LABEL_KEY,
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches({_cel_string(bounds.LABEL_KEY_LENGTHS)})",
+                    "message": (
+                        "key must have a prefix of at most 253 characters and a name of at most 63"
+                    ),
+                }
+            ],
+        },
+        description="The label key the requirement applies to.",
     )
     operator: SelectorOperator = Field(
         description="In, NotIn, Exists or DoesNotExist: how the key relates to the values."
@@ -142,10 +298,12 @@ class LabelSelectorRequirement(Schema):
 class LabelSelector(Schema):
     """A Kubernetes label selector. Both parts are ANDed; an empty selector matches everything."""
 
-    match_labels: dict[str, LabelValue] = Field(
+    match_labels: dict[LabelKey, LabelValue] = _label_map_field(
+        "matchLabels",
+        "Labels that must all be present with exactly these values.",
+        max_labels=64,
         alias="matchLabels",
         default_factory=dict,
-        description="Labels that must all be present with exactly these values.",
     )
     match_expressions: tuple[LabelSelectorRequirement, ...] = Field(
         alias="matchExpressions",
@@ -226,11 +384,19 @@ class CapacityOverride(Schema):
         )
     )
 
-    cpu: float | None = Field(default=None, ge=0, description="CPU cores available to jobs.")
-    memory_gib: float | None = Field(
-        default=None, ge=0, alias="memoryGiB", description="Memory available to jobs, GiB."
+    cpu: float | None = Field(
+        default=None, ge=0, le=bounds.MAX_CPU_CORES, description="CPU cores available to jobs."
     )
-    gpu: int | None = Field(default=None, ge=0, description="Whole GPUs available to jobs.")
+    memory_gib: float | None = Field(
+        default=None,
+        ge=0,
+        le=bounds.MAX_MEMORY_GIB,
+        alias="memoryGiB",
+        description="Memory available to jobs, GiB.",
+    )
+    gpu: int | None = Field(
+        default=None, ge=0, le=bounds.MAX_GPUS, description="Whole GPUs available to jobs."
+    )
 
     @model_validator(mode="after")
     def _not_empty(self) -> CapacityOverride:
@@ -261,13 +427,22 @@ class PowerSpec(Schema):
         alias="idleWatts",
         default=0.0,
         ge=0,
+        le=bounds.MAX_SITE_POWER_WATTS,
         description="Power the site draws with no jobs running, W.",
     )
     watts_per_gpu: float = Field(
-        default=0.0, ge=0, alias="wattsPerGPU", description="Extra power per busy GPU, W."
+        default=0.0,
+        ge=0,
+        le=bounds.MAX_SITE_POWER_WATTS,
+        alias="wattsPerGPU",
+        description="Extra power per busy GPU, W.",
     )
     watts_per_cpu: float = Field(
-        default=0.0, ge=0, alias="wattsPerCPU", description="Extra power per busy CPU core, W."
+        default=0.0,
+        ge=0,
+        le=bounds.MAX_SITE_POWER_WATTS,
+        alias="wattsPerCPU",
+        description="Extra power per busy CPU core, W.",
     )
 
     @model_validator(mode="after")
@@ -282,6 +457,7 @@ class TankSpec(Schema):
 
     capacity_kwh: float = Field(
         ge=0,
+        le=bounds.MAX_TANK_CAPACITY_KWH,
         alias="capacityKWh",
         description="Usable thermal storage, kWh. 0 means no tank: heat not taken now is dumped.",
     )
@@ -302,6 +478,7 @@ class OfftakerSpec(Schema):
     )
     max_thermal_kw: float = Field(
         gt=0,
+        le=bounds.MAX_THERMAL_KW,
         alias="maxThermalKW",
         description="Most heat the offtaker can take at once (heat-exchanger limit), kW.",
     )
@@ -335,10 +512,8 @@ class HTTPMetering(Schema):
         )
     )
 
-    url: str = Field(
-        max_length=2048,
-        pattern=HTTP_URL,
-        description="Base URL of the metering API, e.g. https://metering.example.net/v1.",
+    url: URL = _url_field(
+        "Base URL of the metering API, e.g. https://metering.example.net/v1.",
     )
     site_id: str = Field(
         min_length=1,
@@ -351,12 +526,11 @@ class HTTPMetering(Schema):
         default=None,
         description="Secret key holding a bearer token; omit when the API needs none.",
     )
-    timeout_seconds: float = Field(
+    timeout_seconds: MeteringTimeout = _seconds_number(
+        bounds.METERING_TIMEOUT,
+        5.0,
+        "Timeout of one whole request, seconds.",
         alias="timeoutSeconds",
-        default=5.0,
-        gt=0,
-        le=60,
-        description="Timeout of one request, seconds.",
     )
     insecure_skip_tls_verify: bool = Field(
         default=False,
@@ -399,18 +573,15 @@ class PrometheusQueries(Schema):
 class PrometheusMetering(Schema):
     """Readings from a Prometheus server that scrapes the building's meters."""
 
-    url: str = Field(
-        max_length=2048,
-        pattern=HTTP_URL,
-        description="Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090.",
+    url: URL = _url_field(
+        "Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090.",
     )
     queries: PrometheusQueries = Field(description="The PromQL queries for this site.")
-    timeout_seconds: float = Field(
+    timeout_seconds: MeteringTimeout = _seconds_number(
+        bounds.METERING_TIMEOUT,
+        5.0,
+        "Timeout of one whole query, seconds.",
         alias="timeoutSeconds",
-        default=5.0,
-        gt=0,
-        le=60,
-        description="Timeout of one query, seconds.",
     )
 
 
@@ -437,17 +608,12 @@ class MeteringSpec(Schema):
 class LeafSiteSpec(Schema):
     """A leaf site: a micro data centre, the building it heats and where its readings come from."""
 
-    model_config = _config(
-        (
-            "duration(self.stalenessLimit) > duration('0s')",
-            "stalenessLimit must be positive",
-        )
-    )
-
-    node_selector: dict[str, LabelValue] = Field(
+    node_selector: dict[LabelKey, LabelValue] = _label_map_field(
+        "nodeSelector",
+        "Labels selecting this site's nodes; released jobs get it as nodeSelector.",
+        max_labels=64,
         alias="nodeSelector",
         min_length=1,
-        description="Labels selecting this site's nodes; released jobs get it as nodeSelector.",
     )
     capacity: CapacityOverride | None = Field(
         default=None,
@@ -464,22 +630,12 @@ class LeafSiteSpec(Schema):
     tank: TankSpec = Field(description="The buffer tank.")
     offtaker: OfftakerSpec = Field(description="Who takes the heat.")
     metering: MeteringSpec = Field(description="Source of heat demand and tank state.")
-    staleness_limit: str = Field(
+    staleness_limit: Annotated[str, bounds.STALENESS_LIMIT] = _duration_field(
+        "10m",
+        "Readings older than this make the site heat-unaware (its heat is worth 0) until "
+        "fresh ones arrive. Go duration, e.g. 10m.",
         alias="stalenessLimit",
-        default="10m",
-        max_length=64,
-        pattern=DURATION_PATTERN,
-        description=(
-            "Readings older than this make the site heat-unaware (its heat is worth 0) until "
-            "fresh ones arrive. Go duration, e.g. 10m."
-        ),
     )
-
-    @model_validator(mode="after")
-    def _positive_staleness(self) -> LeafSiteSpec:
-        if _seconds(self.staleness_limit) <= 0:
-            raise ValueError("stalenessLimit must be positive")
-        return self
 
     @property
     def staleness_limit_s(self) -> float:
@@ -576,7 +732,7 @@ class SLAClass(Schema):
         pattern=DNS_LABEL,
         description="Class name; jobs choose it with the heatshift.dev/sla-class label.",
     )
-    max_delay: str = Field(
+    max_delay: Annotated[str, bounds.MAX_DELAY] = Field(
         alias="maxDelay",
         max_length=64,
         pattern=DURATION_PATTERN,
@@ -610,18 +766,21 @@ class ObjectiveWeights(Schema):
         alias="usefulHeatWeight",
         default=1000.0,
         ge=0,
+        le=bounds.MAX_OBJECTIVE_WEIGHT,
         description="Value of one kWh of heat delivered to an offtaker.",
     )
     dumped_heat_weight: float = Field(
         alias="dumpedHeatWeight",
         default=10.0,
         ge=0,
+        le=bounds.MAX_OBJECTIVE_WEIGHT,
         description="Cost of one kWh of heat dumped (or lost from a tank).",
     )
     delay_weight: float = Field(
         alias="delayWeight",
         default=1.0,
         ge=0,
+        le=bounds.MAX_OBJECTIVE_WEIGHT,
         description="Cost of one job-hour of waiting, times (priority + 1).",
     )
 
@@ -632,39 +791,31 @@ class ObjectiveWeights(Schema):
         return self
 
 
-def _duration_field(default: str, description: str, alias: str | None = None) -> Any:
-    return Field(
-        default=default,
-        alias=alias,
-        max_length=64,
-        pattern=DURATION_PATTERN,
-        description=description,
-    )
-
-
 class PlanningSpec(Schema):
     """The planner's time grid and limits (Go durations)."""
 
     model_config = _config(
-        ("duration(self.step) > duration('0s')", "step must be positive"),
         ("duration(self.horizon) > duration(self.step)", "horizon must be longer than step"),
         (
             "duration(self.replanInterval) <= duration(self.horizon)",
             "replanInterval must not be longer than horizon",
         ),
-        ("duration(self.solverTimeLimit) > duration('0s')", "solverTimeLimit must be positive"),
         (
             "duration(self.solverTimeLimit) < duration(self.replanInterval)",
             "solverTimeLimit must be shorter than replanInterval",
         ),
     )
 
-    horizon: str = _duration_field("24h", "How far ahead the planner looks, e.g. 24h.")
-    step: str = _duration_field("15m", "Length of a planning slot near now, e.g. 15m.")
-    replan_interval: str = _duration_field(
+    horizon: Annotated[str, bounds.PLANNING_HORIZON] = _duration_field(
+        "24h", "How far ahead the planner looks, e.g. 24h."
+    )
+    step: Annotated[str, bounds.PLANNING_STEP] = _duration_field(
+        "15m", "Length of a planning slot near now, e.g. 15m."
+    )
+    replan_interval: Annotated[str, bounds.REPLAN_INTERVAL] = _duration_field(
         "5m", "How often a new plan is made, e.g. 5m.", alias="replanInterval"
     )
-    solver_time_limit: str = _duration_field(
+    solver_time_limit: Annotated[str, bounds.SOLVER_TIME_LIMIT] = _duration_field(
         "2s",
         "Wall-clock limit of one solve; past it the best plan found is used.",
         alias="solverTimeLimit",
@@ -674,14 +825,11 @@ class PlanningSpec(Schema):
     def _consistent(self) -> PlanningSpec:
         horizon, step = _seconds(self.horizon), _seconds(self.step)
         replan, limit = _seconds(self.replan_interval), _seconds(self.solver_time_limit)
-        if step <= 0:
-            raise ValueError("step must be positive")
+        # The ranges are checked per field (and this runs only when they hold).
         if horizon <= step:
             raise ValueError("horizon must be longer than step")
         if replan > horizon:
             raise ValueError("replanInterval must not be longer than horizon")
-        if limit <= 0:
-            raise ValueError("solverTimeLimit must be positive")
         if limit >= replan:
             raise ValueError("solverTimeLimit must be shorter than replanInterval")
         return self
