@@ -43,6 +43,7 @@ MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 """Server-side apply; JSON is YAML, so the body is sent as JSON."""
 DEFAULT_TIMEOUT_S = 15.0
+USER_AGENT = "heatshift"
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,9 @@ class Client:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.api_client = api
+        # The API server names the field manager of a patch after the user agent: heatshift's
+        # writes show as "heatshift" in managedFields.
+        api.user_agent = USER_AGENT
         self.credentials: Credentials = credentials or _Anonymous()
         self._timeout_s = timeout_s
         self._backoff = backoff

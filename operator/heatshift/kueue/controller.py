@@ -99,8 +99,10 @@ async def decide_check(
     now_s: float,
     meter_factory: meters.SourceFactory = meters.default_source,
     metering_timeout_s: float = cycle.METERING_TIMEOUT_S,
+    owners: dict[str, OwnerMeta] | None = None,
 ) -> Round:
-    """One decision round for ``check_name``; see the module docstring."""
+    """One decision round for ``check_name``; see the module docstring. ``owners`` (by
+    Workload uid) carries the owners' labels and annotations from round to round."""
     guard = isolation.Guard()
     mine = [w for w in view.kueue_workloads if w.check(check_name) is not None]
     waiting = [w for w in mine if w.pending(check_name)]
@@ -112,19 +114,22 @@ async def decide_check(
         found = await guard.run_async(owner_ref(w), "read its hints", NO_OWNER, _owner_meta, api, w)
         return found or NO_OWNER
 
-    owners = dict(
-        zip(
-            [w.key for w in waiting],
-            await apply.run_bounded(waiting, owner_of, limit=apply.MAX_IN_FLIGHT),
-            strict=True,
-        )
-    )
+    # Waiting Workloads' owners are read every round (hints may change while they wait);
+    # running ones' once, for how long they hold their site (their expected duration).
+    cache = owners if owners is not None else {}
+    running = [w for w in mine if not w.finished and not w.pending(check_name)]
+    to_read = waiting + [w for w in running if w.uid not in cache]
+    read = await apply.run_bounded(to_read, owner_of, limit=apply.MAX_IN_FLIGHT)
+    cache.update((one.uid, meta) for one, meta in zip(to_read, read, strict=True))
+    live = {w.uid for w in mine if not w.finished}
+    for uid in [u for u in cache if u not in live]:
+        del cache[uid]
     as_planned = [
         objects.as_workload(
             w,
             check_name,
-            labels=owners.get(w.key, NO_OWNER).labels,
-            annotations=owners.get(w.key, NO_OWNER).annotations,
+            labels=cache.get(w.uid, NO_OWNER).labels,
+            annotations=cache.get(w.uid, NO_OWNER).annotations,
         )
         for w in mine
     ]
@@ -132,17 +137,20 @@ async def decide_check(
     out: list[decide.Verdict] = []
     problems: dict[str, list[str]] = {}
     managed: dict[str, list[str]] = {}
-    for w in as_planned:
-        if not w.held:
+    for planned in as_planned:
+        if not planned.held:
             continue
-        labels = selection.namespace_labels(w.namespace, view.ns_labels.get(w.namespace))
+        ns = planned.namespace
         policy = selection.managing_policy(
-            view.policies, labels=w.labels, ns_labels=labels, is_pod=False
+            view.policies,
+            labels=planned.labels,
+            ns_labels=selection.namespace_labels(ns, view.ns_labels.get(ns)),
+            is_pod=False,
         )
         if policy is None:
-            out.append(decide.unmanaged(f"{w.namespace}/{w.name}"))
+            out.append(decide.unmanaged(f"{ns}/{planned.name}"))
         else:
-            managed.setdefault(policy.metadata.name, []).append(w.id)
+            managed.setdefault(policy.metadata.name, []).append(planned.id)
     for policy in sorted(view.policies, key=lambda p: p.metadata.name):
         if policy.metadata.name not in managed:
             continue

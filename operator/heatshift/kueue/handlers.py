@@ -141,6 +141,7 @@ async def check_loop(
         ) from err
     logger.info("deciding Kueue admission check %s", name)
     wake = _wakes(memo).setdefault(name, asyncio.Event())
+    owners: dict[str, controller.OwnerMeta] = {}
     try:
         while not stopped:
             wake.clear()
@@ -153,6 +154,7 @@ async def check_loop(
                     now_s=time.time(),
                     meter_factory=state.options.meter_factory,
                     metering_timeout_s=state.options.metering_timeout_s,
+                    owners=owners,
                 )
             except Exception:
                 # A bug in one round must not end the loop: deadlines depend on the next one.
