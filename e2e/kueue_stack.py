@@ -92,9 +92,7 @@ class KueueStack:
         jobset_dir = module_dir("jobset", "sigs.k8s.io/jobset")
         # The Workload CRD is larger than client-side apply's annotation allows.
         for crds in (kueue_dir, jobset_dir):
-            self.kube.run(
-                "apply", "--server-side", "-f", str(crds / "config/components/crd/bases")
-            )
+            self.kube.run("apply", "--server-side", "-f", str(crds / "config/components/crd/bases"))
         self.kube.run("create", "namespace", KUEUE_NAMESPACE, check=False)
         harness.wait_for("Kueue's CRDs established", self._crds_ready, harness.STARTUP_TIMEOUT_S)
         self._start(
