@@ -30,6 +30,9 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 KUEUE_NAMESPACE = "kueue-system"
+KUEUE_METRICS_CERTS = Path("/etc/kueue/metrics/certs")
+"""Where Kueue reads its metrics serving certificate when its internal certificate management
+is off: a fixed path in its main.go, so the harness must put one there."""
 
 
 def module_dir(tool: str, module: str) -> Path:
@@ -127,6 +130,15 @@ class KueueStack:
         harness.make_serving_cert(pki, f"{name}-webhook", f"{name}-webhook")
         (certs / "tls.crt").write_bytes((pki / f"{name}-webhook.crt").read_bytes())
         (certs / "tls.key").write_bytes((pki / f"{name}-webhook.key").read_bytes())
+        if name == "kueue":
+            try:
+                KUEUE_METRICS_CERTS.mkdir(parents=True, exist_ok=True)
+                for part in ("tls.crt", "tls.key"):
+                    (KUEUE_METRICS_CERTS / part).write_bytes((certs / part).read_bytes())
+            except OSError as err:
+                raise harness.HarnessError(
+                    f"Kueue needs its metrics certificate in {KUEUE_METRICS_CERTS}: {err}"
+                ) from err
         webhook_port, health_port, metrics_port = (harness.free_port() for _ in range(3))
         config = {
             "apiVersion": api_version,

@@ -92,8 +92,9 @@ def kueue(heatshift: harness.Heatshift) -> Iterator[harness.Heatshift]:
     cluster = heatshift.cluster
     if not isinstance(cluster, harness.LocalControlPlane):
         pytest.skip("the Kueue scenarios run on the local control plane")
-    stack = kueue_stack.KueueStack(cluster).start()
+    stack = kueue_stack.KueueStack(cluster)
     try:
+        stack.start()
         cluster.helm(
             "upgrade",
             harness.RELEASE,
