@@ -53,14 +53,25 @@ def _docs(path: Path) -> list[dict[str, Any]]:
 
 
 def url_webhooks(
-    docs: list[dict[str, Any]], prefix: str, base_url: str, ca_bundle: bytes
+    docs: list[dict[str, Any]],
+    prefix: str,
+    base_url: str,
+    ca_bundle: bytes,
+    groups: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Webhook configurations that call ``base_url`` + each webhook's path, not a Service."""
+    """Webhook configurations that call ``base_url`` + each webhook's path, not a Service;
+    with ``groups``, only the webhooks for those API groups (the integrations enabled)."""
     out = []
     for doc in docs:
         doc = json.loads(json.dumps(doc))
         doc["metadata"] = {"name": f"{prefix}-{doc['metadata']['name']}"}
-        for hook in doc.get("webhooks") or []:
+        doc["webhooks"] = [
+            hook
+            for hook in doc.get("webhooks") or []
+            if groups is None
+            or all(g in groups for rule in hook["rules"] for g in rule["apiGroups"])
+        ]
+        for hook in doc["webhooks"]:
             path = hook["clientConfig"]["service"].get("path", "/")
             hook["clientConfig"] = {
                 "url": base_url + path,
@@ -98,12 +109,7 @@ class KueueStack:
             self.kube.run("apply", "--server-side", "-f", str(crds / "config/components/crd/bases"))
         self.kube.run("create", "namespace", KUEUE_NAMESPACE, check=False)
         harness.wait_for("Kueue's CRDs established", self._crds_ready, harness.STARTUP_TIMEOUT_S)
-        self._start(
-            "jobset",
-            "config.jobset.x-k8s.io/v1alpha1",
-            {},
-            jobset_dir,
-        )
+        self._start("jobset", "config.jobset.x-k8s.io/v1alpha1", {}, jobset_dir, None)
         self._start(
             "kueue",
             "config.kueue.x-k8s.io/v1beta2",
@@ -113,6 +119,8 @@ class KueueStack:
                 "integrations": {"frameworks": ["batch/job", "jobset.x-k8s.io/jobset"]},
             },
             kueue_dir,
+            # The integrations enabled above, and Kueue's own kinds.
+            frozenset({"batch", "jobset.x-k8s.io", "kueue.x-k8s.io"}),
         )
         return self
 
@@ -123,7 +131,14 @@ class KueueStack:
                 return False
         return True
 
-    def _start(self, name: str, api_version: str, extra: dict[str, Any], source: Path) -> None:
+    def _start(
+        self,
+        name: str,
+        api_version: str,
+        extra: dict[str, Any],
+        source: Path,
+        groups: frozenset[str] | None,
+    ) -> None:
         pki = self.cluster.pki
         certs = self.work / f"{name}-certs"
         certs.mkdir(exist_ok=True)
@@ -154,8 +169,9 @@ class KueueStack:
         config_file.write_text(yaml.safe_dump(config))
         argv = [harness.tool(name), f"--config={config_file}"]
         if name == "kueue":
-            # Its visibility API server would take a fixed port; it is not used here.
-            argv.append(f"--visibility-server-port={harness.free_port()}")
+            # Its visibility API server (pending-workload listings) is not used here, and wants
+            # a certificate in a fixed directory.
+            argv.append("--feature-gates=VisibilityOnDemand=false")
         else:
             argv += [
                 f"--health-probe-bind-address=127.0.0.1:{health_port}",
@@ -172,6 +188,7 @@ class KueueStack:
             name,
             f"https://127.0.0.1:{webhook_port}",
             (pki / "ca.crt").read_bytes(),
+            groups,
         )
         manager = Manager(name, process, f"http://127.0.0.1:{health_port}/readyz", webhooks)
         self.managers.append(manager)
