@@ -300,6 +300,13 @@ def admitted_at(w: Obj) -> datetime.datetime:
     return parse_time((harness.condition(w, "Admitted") or {})["lastTransitionTime"])
 
 
+def with_fields(hs: harness.Heatshift, kind: str, name: str | None, namespace: str) -> Obj:
+    """The object (or list) with its managedFields, which kubectl leaves out by default."""
+    args = ["get", kind, *([name] if name else []), "-n", namespace]
+    found: Obj = json.loads(hs.kube.run(*args, "--show-managed-fields", "-o", "json"))
+    return found
+
+
 # --- the scenarios -------------------------------------------------------------------------------
 
 
@@ -485,10 +492,10 @@ def test_no_kueue_managed_job_is_ever_written_by_heatshift(kueue: harness.Heatsh
 
     harness.wait_for(
         "the control Job released by heatshift",
-        lambda: "heatshift" in managers(kueue.kube.get("job", name, "heat-batch")),
+        lambda: "heatshift" in managers(with_fields(kueue, "job", name, "heat-batch")),
         harness.PLANNING_TIMEOUT_S,
     )
-    jobs = kueue.kube.items("jobs", NS)
+    jobs = with_fields(kueue, "jobs", None, NS)["items"]
     assert len(jobs) >= 10
     for job in jobs:
         assert "heatshift" not in managers(job), job["metadata"]["name"]
@@ -497,7 +504,7 @@ def test_no_kueue_managed_job_is_ever_written_by_heatshift(kueue: harness.Heatsh
     # On a Workload, heatshift writes only its admission check entry in status, by server-side
     # apply as its own field manager.
     applied = 0
-    for w in kueue.kube.items("workloads.kueue.x-k8s.io", NS):
+    for w in with_fields(kueue, "workloads.kueue.x-k8s.io", None, NS)["items"]:
         fields = w["metadata"].get("managedFields") or []
         assert "heatshift" not in {m.get("manager") for m in fields}, w["metadata"]["name"]
         for m in fields:

@@ -402,3 +402,29 @@ def test_a_pod_kueue_manages_is_never_gated(label: str) -> None:
     assert admission.hold_pod(pod, POLICIES, {}) == (None, None)
     assert workloads.from_pod(kf.pod("p", labels={label: "x"})).held is False
     assert workloads.from_pod(kf.pod("p")).held is True
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+
+def test_a_pending_workload_wakes_the_check_whatever_memo_copy_it_arrives_with() -> None:
+    import asyncio
+
+    import kopf
+
+    from heatshift import handlers as core
+    from heatshift import metrics as metrics_mod
+    from heatshift.kueue import handlers as kueue_handlers
+
+    state = core.State(core.RunOptions(), metrics_mod.Metrics(), session=None)  # type: ignore[arg-type]
+    memo = kopf.Memo(heatshift=state)
+    # Kopf hands each object's handlers a shallow copy of the operator's memo.
+    daemon_memo, event_memo = copy.copy(memo), copy.copy(memo)
+    wake = kueue_handlers._wakes(daemon_memo).setdefault(CHECK, asyncio.Event())
+    kueue_handlers.notice_workloads(memo=event_memo)
+    assert wake.is_set()
+    registry = kopf.OperatorRegistry()
+    kueue_handlers.register(registry)
+    kueue_handlers.register(registry)  # once per registry, however often asked
+    ids = {h.id for h in registry._indexing.get_all_handlers()}
+    assert ids == {"kueue_workloads", "kueue_leafsites", "kueue_nodes"}

@@ -98,6 +98,8 @@ class State:
     api: client.Client | None = None
     memory: cycle.Memory | None = None
     wake: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
+    kueue_wake: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
+    """One per heatshift AdmissionCheck (:mod:`heatshift.kueue.handlers`)."""
     scratch: tempfile.TemporaryDirectory[str] | None = None
 
 

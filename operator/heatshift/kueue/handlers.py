@@ -39,15 +39,11 @@ DECIDE_EVERY_S = 30.0
 """Decide at least this often, whatever was noticed: a missed event never strands a check."""
 QUICK_S = 1.0
 """After a Workload is noticed, wait this long to decide a burst together."""
-WAKE_KEY = "heatshift_kueue_wake"
 
 
 def _wakes(memo: Any) -> dict[str, asyncio.Event]:
-    found = memo.get(WAKE_KEY)
-    if found is None:
-        found = memo[WAKE_KEY] = {}
-    assert isinstance(found, dict)
-    return found
+    # In the shared State: Kopf gives each object's handlers a shallow copy of the memo.
+    return core._state(memo).kueue_wake
 
 
 def _values(index: Mapping[str, Any] | None, kind: type[Any]) -> list[Any]:
