@@ -318,9 +318,7 @@ class Client:
         """Server-side apply of ``body`` as ``field_manager``, taking over conflicting fields
         (as controllers do: the manager owns what it applies)."""
         query = [("fieldManager", field_manager), ("force", "true")]
-        return await self._request(
-            "PATCH", path, body=body, content_type=APPLY_PATCH, query=query
-        )
+        return await self._request("PATCH", path, body=body, content_type=APPLY_PATCH, query=query)
 
     async def create(self, path: str, body: JsonObject) -> JsonObject:
         return await self._request("POST", path, body=body)
