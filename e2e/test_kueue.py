@@ -124,11 +124,12 @@ def kueue(heatshift: harness.Heatshift) -> Iterator[harness.Heatshift]:
 
 
 def restart_operator(hs: harness.Heatshift, args: list[str]) -> None:
-    """Stop the primary cleanly (it leaves the peering at once) and start it with ``args``."""
-    if hs.operators:
-        hs.operators.pop(0).stop()
+    """Stop every replica cleanly (each leaves the peering at once, so none outranks the new
+    one) and start one primary with ``args``."""
+    while hs.operators:
+        hs.operators.pop().stop()
     hs.operator_args = args
-    hs.operators.insert(0, hs.start_operator())
+    hs.operators.append(hs.start_operator())
 
 
 # --- builders ------------------------------------------------------------------------------------
