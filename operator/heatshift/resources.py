@@ -649,6 +649,25 @@ class PrometheusQueries(Schema):
     return_temp_c: Annotated[str, _PROMQL] | None = Field(
         default=None, alias="returnTempC", description="PromQL: return temperature, °C."
     )
+    heat_delivered_kwh: Annotated[str, _PROMQL] | None = Field(
+        default=None,
+        alias="heatDeliveredKWh",
+        description="PromQL: the meter's cumulative delivered heat register, kWh. Without it "
+        "the ledger estimates the heat delivered.",
+    )
+    it_energy_kwh: Annotated[str, _PROMQL] | None = Field(
+        default=None,
+        alias="itEnergyKWh",
+        description="PromQL: the cumulative IT energy register, kWh (with heatDeliveredKWh).",
+    )
+    heat_dumped_kwh: Annotated[str, _PROMQL] | None = Field(
+        default=None,
+        alias="heatDumpedKWh",
+        description="PromQL: the cumulative dumped heat register, kWh (with heatDeliveredKWh).",
+    )
+    flow_m3_per_h: Annotated[str, _PROMQL] | None = Field(
+        default=None, alias="flowM3PerH", description="PromQL: flow through the meter, m³/h."
+    )
 
 
 class PrometheusMetering(Schema):
