@@ -946,13 +946,13 @@ class LeafSiteStatus(Schema):
         default=None,
         ge=0,
         alias="heatDeliveredKWh",
-        description="Heat delivered to the offtaker since the operator started tracking, kWh.",
+        description="Heat delivered to the offtaker this ledger period (ledger.current), kWh.",
     )
     heat_dumped_kwh: float | None = Field(
         default=None,
         ge=0,
         alias="heatDumpedKWh",
-        description="Heat dumped through the dry cooler since tracking started, kWh.",
+        description="Heat dumped through the dry cooler this ledger period, kWh.",
     )
     metering_observed_at: datetime.datetime | None = Field(
         alias="meteringObservedAt",
