@@ -138,6 +138,9 @@ class Offtaker(Frozen):
     max_thermal_kw: float = Field(
         gt=0.0, le=bounds.MAX_THERMAL_KW, description="Most heat it can take, kW."
     )
+    backup: BackupKind = Field(
+        default=BackupKind.GAS, description="What it burns for heat the site does not give."
+    )
 
 
 class Site(Frozen):
