@@ -516,3 +516,22 @@ def test_progress_on_a_terminal_is_one_line_rewritten_in_place(
     assert written.count("\n") == 1
     assert written.count("\r") == 8  # one per step
     assert "100.0%" in written
+
+
+def test_report_prints_what_simulate_json_computed(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        cli.main(["simulate", "--scenario", str(scenario_file), "--policy", "greedy", "--json"])
+        == 0
+    )
+    simulated = json.loads(capsys.readouterr().out)
+    path = tmp_path / "sim.json"
+    path.write_text(json.dumps(simulated))
+    assert cli.main(["report", "--simulation", str(path), "--format", "json"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    (fleet,) = reported["fleet"]
+    result = simulated["results"][0]
+    assert fleet["fuel_avoided_kwh"] == pytest.approx(result["fuel_avoided_kwh"])
+    assert fleet["co2_avoided_kg"] == pytest.approx(result["co2_avoided_kg"])
+    assert fleet["it_energy_kwh"] == pytest.approx(result["it_energy_kwh"])
