@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 import pydantic
 
@@ -312,7 +312,9 @@ async def _leafsites(args: argparse.Namespace) -> list[resources.LeafSite]:
         found = await session.api.list_objects(cycle_mod.LEAFSITES)
     out: list[resources.LeafSite] = []
     for obj in found:
-        body = {k: obj[k] for k in ("apiVersion", "kind", "metadata", "spec", "status") if k in obj}
+        body: dict[str, Any] = {
+            k: obj[k] for k in ("apiVersion", "kind", "metadata", "spec", "status") if k in obj
+        }
         body.setdefault("apiVersion", resources.GROUP_VERSION)
         body.setdefault("kind", "LeafSite")
         try:

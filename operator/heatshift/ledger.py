@@ -90,8 +90,8 @@ class Settings:
     backup_efficiency: float
     emission_factor_kg_per_kwh: float
     max_kw: Mapping[Energy, float]
-    """The most each register can rise per hour: IT at the site's full power, delivered at
-    the offtaker's rating, dumped at the site's full power (all of its heat)."""
+    """The most each register can rise per hour: delivered at the offtaker's rating, IT and
+    dumped (all of its heat) at the site's full power (see :meth:`for_site`)."""
     min_supply_temp_c: float | None = None
     max_step_s: float = 600.0
     """The longest interval one update estimates; a longer gap (the operator was down) is
@@ -99,15 +99,29 @@ class Settings:
 
     @classmethod
     def for_site(
-        cls, spec: resources.LeafSiteSpec, site: model.Site, *, max_step_s: float
+        cls,
+        spec: resources.LeafSiteSpec,
+        site: model.Site,
+        *,
+        max_step_s: float,
+        load_kw: float = 0.0,
     ) -> Settings:
-        """The settings of a LeafSite whose domain site (its capacity known) is ``site``."""
+        """The settings of a LeafSite whose domain site (its capacity known) is ``site``.
+
+        The site's full power is the largest of: its power model at full capacity, the IT
+        load now (jobs' power hints may exceed the model), and the power whose recovered heat
+        fills the offtaker's rating (a site is built to heat its building)."""
         ledger = spec.ledger or resources.LedgerSpec()
         backup = spec.offtaker.effective_backup
         p = site.power
-        full_kw = (
+        modelled_kw = (
             p.idle_watts + site.capacity.gpu * p.watts_per_gpu + site.capacity.cpu * p.watts_per_cpu
         ) / 1000.0
+        full_kw = max(
+            modelled_kw,
+            load_kw,
+            site.offtaker.max_thermal_kw / site.heat_recovery_efficiency,
+        )
         return cls(
             period=ledger.period,
             pue=ledger.pue,

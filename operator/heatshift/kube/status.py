@@ -131,7 +131,7 @@ def update_ledger(
 ) -> ledger.Outcome:
     """The site's ledger brought up to ``now_s``: metered from the reading's registers,
     estimated (IT energy from the load, heat from :func:`heat_step`) where it has none."""
-    settings = ledger.Settings.for_site(leafsite.spec, site, max_step_s=max_step_s)
+    settings = ledger.Settings.for_site(leafsite.spec, site, max_step_s=max_step_s, load_kw=load_kw)
     step_s = ledger.step_seconds(previous, now_s, max_step_s)
     delivered, dumped = heat_step(site, result, load_kw, step_s)
     estimate = {
