@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from heatshift.metering import http as metering_http
 from heatshift.metering import readings
 from heatshift.metering import server as metering_server
 from metering_fixtures import LIMITS, FakeClock, tiny_scenario
@@ -74,3 +75,19 @@ async def test_the_backwards_fault_halves_the_registers() -> None:
     clock.advance(3600.0)
     await sim.set_fault("pool", metering_server.FaultMode.BACKWARDS)
     assert sim.registers("pool")["itEnergyKWh"] == pytest.approx(5.0)
+
+
+@pytest.mark.asyncio
+async def test_the_http_source_reads_the_registers_from_the_reference_server() -> None:
+    clock = FakeClock()
+    sim = metering_server.MeterSimulation(tiny_scenario(), clock=clock)
+    async with metering_server.MeteringServer(sim, port=0, tick_s=None) as server:
+        await sim.set_load("pool", 6_000.0)
+        clock.advance(3600.0)
+        async with metering_http.HttpMeteringSource(server.url, retries=0) as src:
+            results = await src.fetch({"pool": LIMITS}, clock())
+    pool = results["pool"]
+    assert isinstance(pool, readings.SiteReading)
+    assert pool.registers is not None
+    assert pool.registers.it_energy_kwh == pytest.approx(6.0)
+    assert pool.registers.meter_id == "pool-meter-1"
