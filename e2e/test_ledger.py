@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import harness
 import pytest
+import test_scenarios as scenarios
 
 Obj = dict[str, Any]
 SITE = "pool"
@@ -75,6 +77,53 @@ def _consistent(ledger: Obj) -> None:
         assert q["source"] in ("metered", "mixed"), (energy, q)
         expected = q.get("carriedKWh", 0.0) + ledger["meter"][register] - q["registerStartKWh"]
         assert q["meteredKWh"] == pytest.approx(expected, abs=1e-6), energy
+
+
+def _it_power_watts(hs: harness.Heatshift) -> dict[str, float]:
+    """The IT power the meter integrates now, per site (its ``/metrics`` gauge)."""
+    with urllib.request.urlopen(f"{hs.metering_url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.findall(r'^heatshift_meter_it_power_watts\{site="([^"]+)"\} (\S+)$', text, re.M)
+    return {site: float(value) for site, value in found}
+
+
+def test_ledger_each_meter_counts_the_load_the_operator_placed(
+    heatshift: harness.Heatshift,
+) -> None:
+    """A Job released onto a site draws its 3 kW there: that site's meter counts idle plus
+    3 kW, every other site's its own load."""
+    if heatshift.cluster.in_cluster_operator:
+        pytest.skip("on kind the metering server serves inside the cluster only")
+    hs = heatshift
+    name = scenarios.create(
+        hs, scenarios.job("metered", annotations={"heatshift.dev/max-delay": "20s"}, runtime="5m")
+    )["metadata"]["name"]
+    site = scenarios.annotation(
+        scenarios.wait_released(hs, [name], harness.PLANNING_TIMEOUT_S)[name], "heatshift.dev/site"
+    )
+    assert site is not None
+
+    def steady() -> dict[str, tuple[float, float]] | None:
+        """Per site (gauge W, register rate W) over 5 s in which no gauge moved."""
+        watts = _it_power_watts(hs)
+        if watts.get(site, 0.0) < 3000.0:
+            return None  # the pod is not running yet, or the meter has not seen it
+        before = {s: _meter(hs, f"/v1/sites/{s}/reading") for s in watts}
+        time.sleep(5.0)
+        after = {s: _meter(hs, f"/v1/sites/{s}/reading") for s in watts}
+        if _it_power_watts(hs) != watts:
+            return None
+        out = {}
+        for s, w in watts.items():
+            hours = (_time(after[s]["observedAt"]) - _time(before[s]["observedAt"])) / 3600.0
+            grew = after[s]["registers"]["itEnergyKWh"] - before[s]["registers"]["itEnergyKWh"]
+            out[s] = (w, grew * 1000.0 / hours)
+        return out
+
+    rates = harness.wait_for("a steady load on every site", steady, harness.PLANNING_TIMEOUT_S)
+    for s, (gauge_w, register_w) in rates.items():
+        assert register_w == pytest.approx(gauge_w, rel=0.02), s
+    assert rates[site][0] >= 3300.0  # 300 W idle + the Job's 3 kW
 
 
 @pytest.fixture
