@@ -412,3 +412,20 @@ async def test_a_register_going_backwards_is_a_condition_and_never_a_negative_de
     assert conditions["MeterRegistersValid"]["reason"] == "RegisterBackwards"
     assert conditions["MeteringFresh"]["status"] == "True"  # planning still uses the reading
     assert _value(memory, "heatshift_metering_errors_total", site="flats", kind="backwards") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_register_the_meter_no_longer_has_leaves_no_stale_start_in_status() -> None:
+    api = _cluster()
+    memory = _memory(api)
+    for t_s, it in ((NOW, 2000.0), (NOW + 300, None)):
+        regs = readings.Registers(
+            meter_id="m-1", observed_at_s=t_s, heat_delivered_kwh=1.0, it_energy_kwh=it
+        )
+        meter = Meter({"flats": 20.0, "pool": 0.0}, {"flats": regs})
+        await cycle.run_cycle(api, "batch", memory, now_s=t_s, meter_factory=meter)
+
+    stored = api.objects[f"{SITES}/flats"]["status"]["ledger"]
+    assert "registerStartKWh" not in stored["current"]["itEnergy"]
+    assert "itEnergyKWh" not in stored["meter"]
+    assert stored["current"]["heatDelivered"]["registerStartKWh"] == 1.0

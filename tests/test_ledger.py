@@ -350,3 +350,27 @@ def test_metered_energy_never_decreases_whatever_the_registers_do(
         # Never more than the offtaker could take since the first reading.
         assert metered <= 40.0 * (t - T0) / 3600 * ledger.JUMP_TOLERANCE + 0.01 * len(moves)
         last = metered
+
+
+def test_a_register_the_meter_drops_keeps_what_it_counted_and_estimates_from_then_on() -> None:
+    out = run(
+        [
+            (T0, reading(T0, 100.0, it=10.0), {}),
+            (T0 + 600, reading(T0 + 600, 101.0, it=11.0), {}),
+            (T0 + 1200, reading(T0 + 1200, 102.0), {ledger.Energy.IT: 0.5}),
+            (T0 + 1800, reading(T0 + 1800, 103.0), {ledger.Energy.IT: 0.5}),
+        ]
+    )
+    q = out.ledger.current.it_energy
+    assert (q.metered_kwh, q.estimated_kwh, q.register_start_kwh) == (1.0, 0.5, None)
+    assert q.source is resources.LedgerSource.MIXED
+
+
+def test_changing_the_period_length_closes_the_running_period() -> None:
+    monthly = run([(T0, reading(T0, 100.0), {}), (T0 + 600, reading(T0 + 600, 104.0), {})])
+    daily = dataclasses.replace(SETTINGS, period=resources.LedgerPeriodKind.DAY)
+    out = run([(T0 + 1200, reading(T0 + 1200, 107.0), {})], settings=daily, start=monthly.ledger)
+    assert out.ledger.period is resources.LedgerPeriodKind.DAY
+    assert out.ledger.previous is not None
+    assert out.ledger.previous.heat_delivered.metered_kwh == pytest.approx(4.0)
+    assert out.ledger.current.heat_delivered.metered_kwh == pytest.approx(3.0)

@@ -367,6 +367,8 @@ def advance(
     meter = old.meter if old is not None else None
     previous = old.previous if old is not None else None
     if old is None or old.period is not settings.period:
+        # A new period length closes the running period early.
+        previous = None if old is None else old.current
         current = _new_period(bounds_, meter, settings)
     elif old.current.start != bounds_[0]:
         # The first update of a new period closes the old one with the registers of its

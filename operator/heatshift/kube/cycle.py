@@ -630,15 +630,27 @@ async def _write_site_status(
     status = status_mod.leafsite_status(
         leafsite, site, result, load_kw=load, ledger_outcome=outcome, now_s=now_s
     )
-    await patch_status(api, LEAFSITES, site.name, status)
+    # The ledger whole: a figure it dropped (a register the meter no longer has) must go.
+    await patch_status(api, LEAFSITES, site.name, status, whole=("ledger",))
 
 
 async def patch_status(
-    api: client.KubeApi, collection: str, name: str, status: pydantic.BaseModel
+    api: client.KubeApi,
+    collection: str,
+    name: str,
+    status: pydantic.BaseModel,
+    *,
+    whole: Sequence[str] = (),
 ) -> None:
     """Merge ``status`` into the object's status subresource; failures are logged only,
-    since status is rewritten every cycle."""
+    since status is rewritten every cycle. The ``whole`` fields (by their YAML names) are
+    written with their nulls, which a merge patch takes as "remove": what they no longer
+    hold does not linger from an earlier write."""
     body = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    full = status.model_dump(mode="json", by_alias=True)
+    for key in whole:
+        if full.get(key) is not None:
+            body["status"][key] = full[key]
     try:
         await api.patch(f"{collection}/{name}/status", body)
     except client.KubeAPIError as err:
