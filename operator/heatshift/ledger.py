@@ -301,7 +301,9 @@ def _new_period(
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Check:
+class RegisterCheck:
+    """What :func:`check_registers` found."""
+
     problem: Problem | None = None
     message: str = ""
     replaced: bool = False
@@ -312,15 +314,15 @@ class _Check:
 
 def check_registers(
     last: resources.MeterRegisters | None, new: readings.Registers, settings: Settings
-) -> _Check:
+) -> RegisterCheck:
     """How ``new`` moved since ``last``: see the module docstring."""
     if last is None:
-        return _Check()
+        return RegisterCheck()
     if new.meter_id != last.meter_id:
-        return _Check(replaced=True)
+        return RegisterCheck(replaced=True)
     elapsed_h = (new.observed_at_s - last.observed_at.timestamp()) / SECONDS_PER_HOUR
     if elapsed_h <= 0:
-        return _Check(fresh=False)
+        return RegisterCheck(fresh=False)
     resets: list[Energy] = []
     for e in Energy:
         before, now = _register(last, e), _register(new, e)
@@ -332,19 +334,19 @@ def check_registers(
             if now <= most:
                 resets.append(e)
                 continue
-            return _Check(
+            return RegisterCheck(
                 Problem.BACKWARDS,
                 f"{label} register went backwards from {before:.3f} to {now:.3f} kWh "
                 "(not a reset to 0, and the meter id did not change)",
             )
         if now - before > most:
-            return _Check(
+            return RegisterCheck(
                 Problem.JUMP,
                 f"{label} register rose {now - before:.3f} kWh in {elapsed_h * 60:.1f} min, "
                 f"more than the site can make ({most:.3f} kWh at "
                 f"{settings.max_kw[e]:.1f} kW)",
             )
-    return _Check(reset=tuple(resets))
+    return RegisterCheck(reset=tuple(resets))
 
 
 def _meter_status(regs: readings.Registers) -> resources.MeterRegisters:
@@ -382,7 +384,7 @@ def advance(
 
     reading = obs.reading
     regs = reading.registers if reading is not None else None
-    check = _Check()
+    check = RegisterCheck()
     if regs is not None:
         check = check_registers(meter, regs, settings)
     accepted = regs is not None and check.problem is None and check.fresh
