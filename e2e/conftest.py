@@ -20,6 +20,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import harness
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Kueue scenarios last: their load on the sites must not change the others' verdicts."""
+    items.sort(key=lambda item: item.path.name == "test_kueue.py")
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[harness.Heatshift]:
     with harness.work_directory() as work:

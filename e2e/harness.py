@@ -720,6 +720,8 @@ class Heatshift:
         self.health_port = free_port()
         self.prometheus: Process | None = None
         self.prometheus_url = ""
+        self.operator_args: list[str] = []
+        """More ``heatshift run`` arguments (e.g. ``--kueue``) for the next operator started."""
         self.install_notes = ""
         """What ``helm install`` printed (the chart's NOTES.txt, rendered)."""
 
@@ -957,6 +959,7 @@ class Heatshift:
             str(self.webhook_port if primary else free_port()),
             "--webhook-cert-dir",
             str(certs),
+            *self.operator_args,
         ]
         index = len(self.operators)
         process = Process(

@@ -377,6 +377,35 @@ def test_namespaced_operator_peers_and_holds_in_its_namespaces() -> None:
     ] * 2
 
 
+def test_kueue_enabled_answers_the_check_with_exactly_the_rights_it_uses() -> None:
+    objs = render({"kueue": {"enabled": True, "admissionCheck": {"create": True}}})
+    (container,) = only(objs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--kueue" in container["args"]
+    check = only(objs, "AdmissionCheck", "heatshift")
+    assert check["spec"] == {"controllerName": "heatshift.dev/heat"}
+    kueue_rules = {
+        *grant("kueue.x-k8s.io", ["admissionchecks", "workloads"], ["list", "watch", "patch"]),
+        *grant("kueue.x-k8s.io", ["admissionchecks/status", "workloads/status"], ["patch"]),
+        *grant("", ["nodes"], ["watch"]),
+        # Owners are read for their hints, never written.
+        *(
+            (group, "*", "get")
+            for group in [
+                "batch",
+                "jobset.x-k8s.io",
+                "kubeflow.org",
+                "trainer.kubeflow.org",
+                "ray.io",
+            ]
+        ),
+    }
+    assert rules(only(objs, "ClusterRole")) == CLUSTER_RULES | kueue_rules
+    # Off by default: no check, no flag, no Kueue rights.
+    assert "AdmissionCheck" not in kinds(default_render())
+    without = render({"kueue": {"enabled": False, "admissionCheck": {"create": True}}})
+    assert "AdmissionCheck" not in kinds(without)
+
+
 def test_standalone_single_replica_has_no_peering() -> None:
     objs = render({"replicaCount": 1, "peering": {"name": "heatshift", "standalone": True}})
     assert "ClusterKopfPeering" not in kinds(objs)

@@ -84,6 +84,18 @@ async def test_patch_and_create_send_json(
 
 
 @pytest.mark.asyncio
+async def test_apply_is_a_forced_server_side_apply_as_the_named_manager(
+    server: fake.FakeApiServer, session: tuple[login.Session, Sleeps]
+) -> None:
+    body = {"apiVersion": "v1", "kind": "X", "status": {"a": 1}}
+    applied = await session[0].api.apply("/w/status", body, field_manager="heatshift-check")
+    assert applied["echo"] == body
+    (seen,) = server.seen
+    assert (seen.method, seen.content_type) == ("PATCH", client.APPLY_PATCH)
+    assert seen.query == {"fieldManager": "heatshift-check", "force": "true"}
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize(
     ("path", "error", "status", "retryable"),
     [

@@ -18,7 +18,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
 CRDS = ROOT / "crds"
 
-EXPECTED = {"swimming-pool.yaml", "district-heating.yaml", "greenhouse.yaml", "gpu-training.yaml"}
+EXPECTED = {
+    "swimming-pool.yaml",
+    "district-heating.yaml",
+    "greenhouse.yaml",
+    "gpu-training.yaml",
+    "kueue.yaml",
+}
 OTHER_KINDS = {("v1", "Secret")}
 """Documents besides ours an example may carry (e.g. the metering token's Secret)."""
 
@@ -55,7 +61,21 @@ def strict_schema(kind: str) -> dict[str, Any]:
     return close(schema, True)
 
 
-def test_the_four_examples_and_a_readme_exist() -> None:
+def test_the_kueue_queues_name_heatshifts_check() -> None:
+    docs = documents(POLICIES / "kueue" / "cluster-queue.yaml")
+    checks = {d["metadata"]["name"] for d in docs if d["kind"] == "AdmissionCheck"}
+    assert all(
+        d["spec"]["controllerName"] == "heatshift.dev/heat"
+        for d in docs
+        if d["kind"] == "AdmissionCheck"
+    )
+    (queue,) = [d for d in docs if d["kind"] == "ClusterQueue"]
+    named = {c["name"] for c in queue["spec"]["admissionChecksStrategy"]["admissionChecks"]}
+    assert named == checks == {"heatshift"}
+    assert "`kueue.yaml`" in (POLICIES / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_examples_and_a_readme_exist() -> None:
     assert {p.name for p in FILES} == EXPECTED
     readme = (POLICIES / "README.md").read_text(encoding="utf-8")
     for name in EXPECTED:

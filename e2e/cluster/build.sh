@@ -7,6 +7,8 @@
 #                                 kubectl (the local control plane)
 #   e2e/cluster/build.sh kind     helm, kind and kubectl (the kind path; needs a Docker engine
 #                                 to run, not to build)
+#   e2e/cluster/build.sh kueue    Kueue's and JobSet's controller managers (e2e/test_kueue.py;
+#                                 `all` includes them)
 #
 # Versions live in the go.mod files beside this script (one module per tool, each with its
 # go.sum, so a build is reproducible and checked against the sums). A binary is rebuilt only
@@ -108,6 +110,12 @@ build_cluster() {
 		kubectl=k8s.io/kubernetes/cmd/kubectl
 }
 
+# Kueue and JobSet each in their own module: they pin different controller-runtimes.
+build_kueue() {
+	build kueue "-s -w" kueue=sigs.k8s.io/kueue/cmd/kueue
+	build jobset "-s -w" jobset=sigs.k8s.io/jobset
+}
+
 build_kind() {
 	build kind "-s -w" kind=sigs.k8s.io/kind
 	build kubernetes "$k8s_ldflags" kubectl=k8s.io/kubernetes/cmd/kubectl
@@ -118,13 +126,15 @@ helm) build_helm ;;
 all)
 	build_helm
 	build_cluster
+	build_kueue
 	;;
+kueue) build_kueue ;;
 kind)
 	build_helm
 	build_kind
 	;;
 *)
-	echo "usage: $0 [helm|all|kind]" >&2
+	echo "usage: $0 [helm|all|kind|kueue]" >&2
 	exit 2
 	;;
 esac

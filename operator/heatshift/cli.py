@@ -208,6 +208,7 @@ def _run(args: argparse.Namespace) -> int:
         peering=args.peering,
         standalone=args.standalone,
         priority=args.priority,
+        kueue=args.kueue,
     )
     try:
         handlers.run(options)
@@ -540,6 +541,12 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="peering priority; the live replica with the highest one acts (default: random, "
         "so that replicas never tie: Kopf pauses all of them on a tie)",
+    )
+    p.add_argument(
+        "--kueue",
+        action="store_true",
+        help="also decide Kueue admission checks whose controllerName is heatshift.dev/heat "
+        "(Kueue's CRDs must be installed)",
     )
     _add_cluster_arguments(p, "manage")
     p.add_argument(

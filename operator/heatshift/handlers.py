@@ -83,6 +83,8 @@ class RunOptions:
     quick_replan_s: float = QUICK_REPLAN_S
     metering_timeout_s: float = cycle.METERING_TIMEOUT_S
     meter_factory: meters.SourceFactory = meters.default_source
+    kueue: bool = False
+    """``--kueue``: also answer Kueue admission checks (:mod:`heatshift.kueue`)."""
 
 
 @dataclasses.dataclass
@@ -96,6 +98,8 @@ class State:
     api: client.Client | None = None
     memory: cycle.Memory | None = None
     wake: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
+    kueue_wake: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
+    """One per heatshift AdmissionCheck (:mod:`heatshift.kueue.handlers`)."""
     scratch: tempfile.TemporaryDirectory[str] | None = None
 
 
@@ -493,6 +497,11 @@ async def operate(
 
     Logs in first, so that a credential problem stops it at once with one line
     (:class:`client.KubeCredentialError`) rather than inside Kopf's retries."""
+    if options.kueue:
+        # Imported here: the Kueue wiring builds on this module's handlers.
+        from heatshift.kueue import handlers as kueue_handlers
+
+        kueue_handlers.register(kopf.get_default_registry())
     session = await login_mod.connect(options.kubeconfig, options.context)
     async with session:
         state = State(options=options, metrics=metrics or metrics_mod.Metrics(), session=session)

@@ -5,7 +5,8 @@ namespace's labels, and return the changes to make (a merge-style dict) and the 
 asked for them, or ``(None, None)`` to let the object through untouched. The Kopf wiring copies
 the changes into the admission response. A Job is held with ``spec.suspend: true``; a bare Pod
 with the ``heatshift.dev/placement`` scheduling gate. Objects heatshift already released are
-never held again.
+never held again, and neither are those Kueue queues (it owns their suspension; heatshift
+decides those through its admission check, :mod:`heatshift.kueue`).
 
 Called by the webhook handlers in :mod:`heatshift.handlers` (ids ``hold-jobs``, ``hold-pods``).
 """
@@ -34,8 +35,9 @@ def hold_job(
     policies: Sequence[resources.HeatPolicy],
     ns_labels: Mapping[str, str],
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """``({"spec": {"suspend": True}}, policy)`` when a policy selects the new Job."""
-    if _released(job):
+    """``({"spec": {"suspend": True}}, policy)`` when a policy selects the new Job; never for
+    one Kueue or a higher-level workload manages (:func:`workloads.managed_elsewhere`)."""
+    if _released(job) or workloads.managed_elsewhere(job):
         return None, None
     policy = selection.managing_policy(
         policies, labels=_labels(job), ns_labels=ns_labels, is_pod=False
@@ -51,7 +53,12 @@ def hold_pod(
     ns_labels: Mapping[str, str],
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The scheduling gate added to a new bare Pod that a policy selects (holdBarePods)."""
-    if _released(pod) or not workloads.is_bare_pod(pod) or workloads.has_gate(pod):
+    if (
+        _released(pod)
+        or not workloads.is_bare_pod(pod)
+        or workloads.has_gate(pod)
+        or workloads.managed_elsewhere(pod)
+    ):
         return None, None
     policy = selection.managing_policy(
         policies, labels=_labels(pod), ns_labels=ns_labels, is_pod=True

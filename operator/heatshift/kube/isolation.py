@@ -53,9 +53,15 @@ class Ref:
         return {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta}
 
 
+_API_VERSIONS = {
+    workloads.Kind.JOB: "batch/v1",
+    workloads.Kind.POD: "v1",
+    workloads.Kind.WORKLOAD: f"{workloads.KUEUE_GROUP}/v1beta2",
+}
+
+
 def ref_for(kind: workloads.Kind, namespace: str, name: str, uid: str = "") -> Ref:
-    api_version = "batch/v1" if kind is workloads.Kind.JOB else "v1"
-    return Ref(api_version, kind.value, name, namespace, uid)
+    return Ref(_API_VERSIONS[kind], kind.value, name, namespace, uid)
 
 
 def workload_ref(w: workloads.Workload) -> Ref:

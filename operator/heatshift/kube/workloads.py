@@ -35,6 +35,11 @@ DECISION = "heatshift.dev/decision"
 """Annotation: why this site and why now, in words."""
 POLICY = "heatshift.dev/policy"
 """Annotation: the HeatPolicy that released the workload."""
+QUEUE_NAME = "kueue.x-k8s.io/queue-name"
+"""Label: the object is queued by Kueue, which owns its suspension and placement."""
+KUEUE_MANAGED = "kueue.x-k8s.io/managed"
+"""Label Kueue puts on the Pods it manages."""
+KUEUE_GROUP = "kueue.x-k8s.io"
 GPU_RESOURCE = "nvidia.com/gpu"
 GIB = 1024.0**3
 MAX_PODS = 1_000_000
@@ -110,6 +115,8 @@ def format_time(unix_s: float) -> str:
 class Kind(enum.StrEnum):
     JOB = "Job"
     POD = "Pod"
+    WORKLOAD = "Workload"
+    """A Kueue Workload: heatshift decides its admission check, Kueue does the rest."""
 
 
 def as_dict(value: object) -> Mapping[str, Any]:
@@ -201,6 +208,31 @@ class Workload:
         return self.site is not None and not self.held and not self.finished
 
 
+def _group(api_version: object) -> str:
+    text = str(api_version or "")
+    return text.split("/", 1)[0] if "/" in text else ""
+
+
+def managed_elsewhere(obj: Mapping[str, Any]) -> bool:
+    """Another controller owns this Job's or Pod's suspension and placement, so heatshift must
+    never hold, release or patch it: it is queued by Kueue (the queue-name label, Kueue's
+    managed label, or a Kueue owner), or, for a Job, it belongs to a higher-level workload
+    (a JobSet, a Kubeflow or Ray job ...: any controlling owner outside ``batch``), which
+    suspends and resumes its Jobs itself. Kueue decides those through their Workload."""
+    meta = as_dict(obj.get("metadata"))
+    labels = as_dict(meta.get("labels"))
+    if QUEUE_NAME in labels or KUEUE_MANAGED in labels:
+        return True
+    is_job = obj.get("kind") == "Job" or _group(obj.get("apiVersion")) == "batch"
+    for ref in as_list(meta.get("ownerReferences")):
+        group = _group(as_dict(ref).get("apiVersion"))
+        if group == KUEUE_GROUP:
+            return True
+        if is_job and as_dict(ref).get("controller") is True and group != "batch":
+            return True
+    return False
+
+
 def _common(obj: Mapping[str, Any]) -> dict[str, Any]:
     meta = as_dict(obj.get("metadata"))
     annotations = _strings(meta.get("annotations"))
@@ -235,7 +267,10 @@ def from_job(job: Mapping[str, Any]) -> Workload:
     return Workload(
         kind=Kind.JOB,
         resources=bounded_resources(one.cpu * pods, one.memory_gib * pods, one.gpu * pods),
-        held=spec.get("suspend") is True and common["released_at_s"] is None and not finished,
+        held=spec.get("suspend") is True
+        and common["released_at_s"] is None
+        and not finished
+        and not managed_elsewhere(job),
         finished=finished,
         active_deadline_s=_run_limit(spec.get("activeDeadlineSeconds")),
         **common,
@@ -260,7 +295,7 @@ def from_pod(pod: Mapping[str, Any]) -> Workload:
     return Workload(
         kind=Kind.POD,
         resources=pod_resources(spec),
-        held=has_gate(pod),
+        held=has_gate(pod) and not managed_elsewhere(pod),
         finished=phase in ("Succeeded", "Failed"),
         active_deadline_s=_run_limit(spec.get("activeDeadlineSeconds")),
         **common,

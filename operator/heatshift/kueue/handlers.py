@@ -1,0 +1,203 @@
+"""The Kopf wiring of the Kueue admission check; registered only by ``heatshift run --kueue``.
+
+Handlers (ids are part of the contract with the chart and the e2e suite):
+
+- ``kueue_workloads`` (index): every Kueue Workload with admission checks, reduced to a
+  :class:`heatshift.kueue.objects.KueueWorkload` (pod sets, owner, check states);
+- ``kueue_leafsites``, ``kueue_nodes`` (indexes): the LeafSites and Nodes to plan on;
+  with ``policies`` and ``namespace_labels`` from :mod:`heatshift.handlers`, the check reads
+  the cluster from watches alone;
+- ``kueue-check`` (daemon, one per AdmissionCheck whose controllerName is
+  ``heatshift.dev/heat``): sets it ``Active``, then decides its Pending Workloads
+  (:func:`heatshift.kueue.controller.decide_check`) whenever one appears, and every
+  :data:`DECIDE_EVERY_S` in any case;
+- ``kueue-notice-workloads``: wakes the daemons when a Workload's check becomes Pending.
+
+With peering, only the active replica runs the daemons, as for the planning daemons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import pydantic
+
+from heatshift import handlers as core
+from heatshift import resources
+from heatshift.kube import client, workloads
+from heatshift.kueue import controller, objects
+
+log = logging.getLogger(__name__)
+
+CHECK_ID = "kueue-check"
+DECIDE_EVERY_S = 30.0
+"""Decide at least this often, whatever was noticed: a missed event never strands a check."""
+QUICK_S = 1.0
+"""After a Workload is noticed, wait this long to decide a burst together."""
+
+
+def _wakes(memo: Any) -> dict[str, asyncio.Event]:
+    # In the shared State: Kopf gives each object's handlers a shallow copy of the memo.
+    return core._state(memo).kueue_wake
+
+
+def _values(index: Mapping[str, Any] | None, kind: type[Any]) -> list[Any]:
+    if index is None:
+        return []
+    return [item for store in index.values() for item in store if isinstance(item, kind)]
+
+
+# --- indexes ---------------------------------------------------------------------------------
+
+
+def workloads_index(body: kopf.Body, **_: Any) -> dict[str, objects.KueueWorkload] | None:
+    w = objects.from_workload(body)
+    return {w.key: w} if w.checks else None
+
+
+def leafsites_index(
+    name: str, meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any
+) -> dict[str, resources.LeafSite] | None:
+    try:
+        site = resources.LeafSite.model_validate(
+            {
+                "apiVersion": resources.GROUP_VERSION,
+                "kind": "LeafSite",
+                "metadata": {"name": name, "generation": meta.get("generation")},
+                "spec": dict(spec),
+                "status": dict(status) or None,
+            }
+        )
+    except pydantic.ValidationError:
+        return None  # validate-leafsite reports it
+    return {name: site}
+
+
+def nodes_index(body: kopf.Body, **_: Any) -> dict[str, workloads.Node]:
+    node = workloads.from_node(body)
+    return {node.name: node}
+
+
+# --- the check -------------------------------------------------------------------------------
+
+
+def _is_ours(spec: Mapping[str, Any], **_: Any) -> bool:
+    return objects.is_ours(spec)
+
+
+def _has_pending(body: kopf.Body, **_: Any) -> bool:
+    w = objects.from_workload(body)
+    return any(c.state == objects.CheckState.PENDING for c in w.checks) and w.quota_reserved
+
+
+def notice_workloads(memo: Any, **_: Any) -> None:
+    for event in _wakes(memo).values():
+        event.set()
+
+
+def _view(indexes: Mapping[str, Any]) -> controller.View:
+    ns_labels: dict[str, Mapping[str, str]] = {}
+    for ns, store in (indexes.get("namespace_labels") or {}).items():
+        labels = next(iter(store), None)
+        if isinstance(labels, Mapping):
+            ns_labels[str(ns)] = labels
+    return controller.View(
+        policies=_values(indexes.get("policies"), resources.HeatPolicy),
+        leafsites=_values(indexes.get("kueue_leafsites"), resources.LeafSite),
+        nodes=_values(indexes.get("kueue_nodes"), workloads.Node),
+        ns_labels=ns_labels,
+        kueue_workloads=_values(indexes.get("kueue_workloads"), objects.KueueWorkload),
+    )
+
+
+async def check_loop(
+    name: str,
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **indexes: Any,
+) -> None:
+    state = core._state(memo)
+    api, memory = core._ready(state)
+    generation = meta.get("generation")
+    try:
+        await controller.mark_active(
+            api, name, status, generation if isinstance(generation, int) else None, time.time()
+        )
+    except client.KubeAPIError as err:
+        raise kopf.TemporaryError(
+            f"AdmissionCheck {name} not marked Active: {err}", delay=5
+        ) from err
+    logger.info("deciding Kueue admission check %s", name)
+    wake = _wakes(memo).setdefault(name, asyncio.Event())
+    owners: dict[str, controller.OwnerMeta] = {}
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                await controller.decide_check(
+                    api,
+                    name,
+                    _view(indexes),
+                    memory.recorder,
+                    now_s=time.time(),
+                    meter_factory=state.options.meter_factory,
+                    metering_timeout_s=state.options.metering_timeout_s,
+                    owners=owners,
+                )
+            except Exception:
+                # A bug in one round must not end the loop: deadlines depend on the next one.
+                logger.exception("admission check round failed, retrying")
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=DECIDE_EVERY_S)
+                await asyncio.sleep(QUICK_S)
+            except TimeoutError:
+                pass
+    finally:
+        _wakes(memo).pop(name, None)
+
+
+_REGISTERED: set[int] = set()
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Add the check's handlers to ``registry`` (once per registry)."""
+    if id(registry) in _REGISTERED:
+        return
+    _REGISTERED.add(id(registry))
+    group, version = objects.GROUP, objects.VERSION
+    kopf.index(group, version, objects.WORKLOADS, id="kueue_workloads", registry=registry)(
+        workloads_index
+    )
+    kopf.index(
+        resources.API_GROUP,
+        resources.API_VERSION,
+        "leafsites",
+        id="kueue_leafsites",
+        registry=registry,
+    )(leafsites_index)
+    kopf.index("", "v1", "nodes", id="kueue_nodes", registry=registry)(nodes_index)
+    kopf.on.event(
+        group,
+        version,
+        objects.WORKLOADS,
+        id="kueue-notice-workloads",
+        when=_has_pending,
+        registry=registry,
+    )(notice_workloads)
+    kopf.daemon(
+        group,
+        version,
+        objects.ADMISSION_CHECKS,
+        id=CHECK_ID,
+        when=_is_ours,
+        cancellation_timeout=1.0,
+        registry=registry,
+    )(check_loop)
