@@ -12,7 +12,9 @@ from typing import Any
 import kopf
 import pytest
 
+import kube_fixtures as kf
 from heatshift import handlers, tlscert
+from heatshift import metrics as metrics_mod
 from heatshift.kube import login
 
 
@@ -86,3 +88,34 @@ def test_replicas_started_alike_do_not_tie_for_peering_priority() -> None:
     alike = handlers.RunOptions()
     assert len({handlers.peering_priority(alike) for _ in range(20)}) == 20
     assert handlers.peering_priority(handlers.RunOptions(priority=7)) == 7
+
+
+def _memo() -> dict[str, Any]:
+    state = handlers.State(
+        options=handlers.RunOptions(),
+        metrics=metrics_mod.Metrics(),
+        session=None,  # type: ignore[arg-type]
+    )
+    return {"heatshift": state}
+
+
+def test_the_job_index_holds_unfinished_jobs_by_namespace_and_drops_finished_ones() -> None:
+    memo = _memo()
+    held = kopf.Body(kf.job("held"))
+    done = kopf.Body(kf.job("done", finished="Complete"))
+
+    indexed = handlers.view_jobs(body=held, memo=memo)
+    assert indexed is not None and list(indexed) == ["batch"]
+    assert indexed["batch"].name == "held" and indexed["batch"].held
+    assert handlers.view_jobs(body=done, memo=memo) is None
+    # Both were heard from: a finished Job still shows the watch is alive.
+    assert set(memo["heatshift"].heard.at) == {"jobs"}
+
+
+def test_an_unusable_leafsite_is_indexed_as_such_rather_than_lost() -> None:
+    bad = kf.leafsite("bad")
+    bad["spec"]["tank"] = "full"
+
+    (record,) = handlers.view_leafsites(name="bad", body=kopf.Body(bad), memo=_memo()).values()
+
+    assert record.resource is None and record.problem
