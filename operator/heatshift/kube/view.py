@@ -46,9 +46,9 @@ NAMESPACES = client.path_for("", "v1", "namespaces")
 
 KINDS = ("leafsites", "heatpolicies", "nodes", "namespaces", "jobs", "pods")
 """The resources of the view, by plural; the keys of :attr:`Cluster.heard_at`."""
-KEPT_ANNOTATION_PREFIX = "heatshift.dev/"
-"""The only annotations a workload record keeps: hints and release records. Others (such as
-kubectl's last-applied configuration) can be large and the cycle never reads them."""
+DROPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+"""Annotations a workload record leaves out: a whole copy of the object, often the largest
+part of it, which the cycle never reads."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +117,10 @@ def namespace_record(body: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _slim(w: workloads.Workload) -> workloads.Workload:
-    kept = {k: v for k, v in w.annotations.items() if k.startswith(KEPT_ANNOTATION_PREFIX)}
-    return w if len(kept) == len(w.annotations) else dataclasses.replace(w, annotations=kept)
+    if DROPPED_ANNOTATIONS.isdisjoint(w.annotations):
+        return w
+    kept = {k: v for k, v in w.annotations.items() if k not in DROPPED_ANNOTATIONS}
+    return dataclasses.replace(w, annotations=kept)
 
 
 def job_record(body: Mapping[str, Any]) -> workloads.Workload | None:
