@@ -787,8 +787,9 @@ class Heatshift:
 
     # chart
 
-    def install_chart(self, *values: str) -> None:
-        """``helm install`` the chart; ``values`` are more ``--set`` arguments (``key=value``)."""
+    def install_chart(self, *values: str, wait: bool = True) -> None:
+        """``helm install`` the chart; ``values`` are more ``--set`` arguments (``key=value``).
+        ``wait=False`` for a control plane without controllers (nothing would report ready)."""
         args = [
             "install",
             RELEASE,
@@ -796,9 +797,7 @@ class Heatshift:
             "--namespace",
             NAMESPACE,
             "--create-namespace",
-            "--wait",
-            "--timeout",
-            "3m",
+            *(["--wait", "--timeout", "3m"] if wait else []),
         ]
         if isinstance(self.cluster, LocalControlPlane):
             pki = self.cluster.pki

@@ -11,6 +11,9 @@ from typing import Any
 
 import kopf
 import pytest
+from kopf._cogs.structs import ids as kopf_ids
+from kopf._core.actions import execution as kopf_execution
+from kopf._core.engines import indexing as kopf_indexing
 
 import kube_fixtures as kf
 from heatshift import handlers, tlscert
@@ -102,12 +105,22 @@ def _memo() -> dict[str, Any]:
 def test_the_job_index_holds_unfinished_jobs_by_namespace_and_drops_finished_ones() -> None:
     memo = _memo()
     held = kopf.Body(kf.job("held"))
-    done = kopf.Body(kf.job("done", finished="Complete"))
+    done = kopf.Body(kf.job("held", finished="Complete"))  # the same Job, finished
+    handler = kopf_ids.HandlerId("view_jobs")
+    indexers = kopf_indexing.OperatorIndexers()
+    indexers[handler] = kopf_indexing.OperatorIndexer()
 
-    indexed = handlers.view_jobs(body=held, memo=memo)
-    assert indexed is not None and list(indexed) == ["batch"]
-    assert indexed["batch"].name == "held" and indexed["batch"].held
-    assert handlers.view_jobs(body=done, memo=memo) is None
+    def index(body: kopf.Body) -> None:
+        result = handlers.view_jobs(body=body, memo=memo)
+        indexers.replace(body, {handler: kopf_execution.Outcome(final=True, result=result)})
+
+    index(held)
+    (store,) = indexers[handler].index.values()
+    (record,) = store
+    assert list(indexers[handler].index) == ["batch"] and record.name == "held" and record.held
+    index(done)
+    # Kopf's own index, as the planning cycles read it: the finished Job is gone.
+    assert list(indexers[handler].index) == []
     # Both were heard from: a finished Job still shows the watch is alive.
     assert set(memo["heatshift"].heard.at) == {"jobs"}
 

@@ -62,6 +62,8 @@ RETRY_S = 15.0
 DEFAULT_PEERING = "heatshift"
 WATCH_TIMEOUT_S = 600
 """Kopf's watch requests end after this and are re-opened."""
+LIST_CHUNK = 500
+"""Objects per page of Kopf's lists (what the client's own lists use too)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +196,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = WATCH_TIMEOUT_S
     settings.watching.client_timeout = WATCH_TIMEOUT_S + 60
     settings.watching.connect_timeout = 30
+    # Lists (at start-up, and when a watch cannot be resumed) come in pages, so tens of
+    # thousands of Jobs are never one response held in memory at once.
+    settings.watching.chunk_size = LIST_CHUNK
     state.scratch = tempfile.TemporaryDirectory(prefix="heatshift-webhook-")
     settings.admission.server = _webhook_server(options, Path(state.scratch.name))
     settings.admission.managed = f"{GROUP}.webhooks" if options.manage_webhook_config else None
@@ -254,7 +259,8 @@ def namespace_labels_index(
 # --- indexes: the watched view every planning cycle reads (kube.view) --------------------------
 #
 # Each stores the small record kube.view makes of an object, never the body; a finished Job or
-# Pod is None, so it leaves the view. namespace_labels above is the view's namespaces too.
+# Pod indexes as nothing, so it leaves the view. namespace_labels above is the view's
+# namespaces too.
 
 
 def _heard(memo: Any, kind: str) -> None:
@@ -279,18 +285,20 @@ def view_nodes(name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[str, wor
     return {name: view.node_record(body)}
 
 
-def _by_namespace(record: workloads.Workload | None) -> dict[str, workloads.Workload] | None:
-    return None if record is None else {record.namespace: record}
+def _by_namespace(record: workloads.Workload | None) -> dict[str, workloads.Workload]:
+    # An empty result, not None, for a finished one: Kopf keeps an object's last value when its
+    # index function returns None, and drops the object on an empty mapping.
+    return {} if record is None else {record.namespace: record}
 
 
 @kopf.index("batch", "v1", "jobs", id="view_jobs")
-def view_jobs(body: kopf.Body, memo: Any, **_: Any) -> dict[str, workloads.Workload] | None:
+def view_jobs(body: kopf.Body, memo: Any, **_: Any) -> dict[str, workloads.Workload]:
     _heard(memo, "jobs")
     return _by_namespace(view.job_record(body))
 
 
 @kopf.index("", "v1", "pods", id="view_pods")
-def view_pods(body: kopf.Body, memo: Any, **_: Any) -> dict[str, workloads.Workload] | None:
+def view_pods(body: kopf.Body, memo: Any, **_: Any) -> dict[str, workloads.Workload]:
     _heard(memo, "pods")
     return _by_namespace(view.pod_record(body))
 
