@@ -62,8 +62,6 @@ RETRY_S = 15.0
 DEFAULT_PEERING = "heatshift"
 WATCH_TIMEOUT_S = 600
 """Kopf's watch requests end after this and are re-opened."""
-LIST_CHUNK = 500
-"""Objects per page of Kopf's lists (what the client's own lists use too)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,9 +194,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = WATCH_TIMEOUT_S
     settings.watching.client_timeout = WATCH_TIMEOUT_S + 60
     settings.watching.connect_timeout = 30
-    # Lists (at start-up, and when a watch cannot be resumed) come in pages, so tens of
-    # thousands of Jobs are never one response held in memory at once.
-    settings.watching.chunk_size = LIST_CHUNK
+    # Kopf's start-up lists are left unpaged (settings.watching.chunk_size): Kopf indexes each
+    # page before fetching the next, and a page token expires after ~5 minutes (410 Gone),
+    # which stops the operator; tens of thousands of Jobs take that long to index on 2 cores.
     state.scratch = tempfile.TemporaryDirectory(prefix="heatshift-webhook-")
     settings.admission.server = _webhook_server(options, Path(state.scratch.name))
     settings.admission.managed = f"{GROUP}.webhooks" if options.manage_webhook_config else None
