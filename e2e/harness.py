@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import datetime
 import json
 import os
 import shutil
@@ -211,6 +212,53 @@ def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+AUDIT_POLICY = f"""\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: ["system:serviceaccounts:{NAMESPACE}"]
+- level: None
+"""
+"""Audit the requests of the ServiceAccounts of the chart's namespace (the operator's), once
+each (at ResponseComplete; a watch also at ResponseStarted)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One request of the operator, from the API server's audit log."""
+
+    verb: str
+    """``list``, ``watch``, ``get``, ``patch``, ``create``, ..."""
+    uri: str
+    stage: str
+    at_s: float
+
+
+def audited(log: Path) -> list[Request]:
+    """The operator's requests so far, one per request (a watch once, when it started)."""
+    out: list[Request] = []
+    if not log.exists():
+        return out
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line being written
+        stage = str(entry.get("stage"))
+        verb = str(entry.get("verb"))
+        if stage != ("ResponseStarted" if verb == "watch" else "ResponseComplete"):
+            continue
+        at = str(entry.get("requestReceivedTimestamp") or "")
+        try:
+            at_s = datetime.datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            at_s = 0.0
+        out.append(Request(verb, str(entry.get("requestURI")), stage, at_s))
+    return out
+
+
 def make_ca(directory: Path) -> None:
     """ca.crt / ca.key: one CA for the API server's and the operator webhook's serving certs."""
     openssl(
@@ -384,12 +432,14 @@ def helm_run(kubeconfig: Path, *args: str) -> str:
     return result.stdout
 
 
-def site_nodes() -> list[Obj]:
+def site_nodes(
+    sites: tuple[str, ...] = SITES, per_site: int = NODES_PER_SITE, cpu: str = "16"
+) -> list[Obj]:
     """Node objects for kwok to run: two per site, with capacity for a few dozen small Jobs."""
     nodes = []
-    for site in SITES:
-        for i in range(NODES_PER_SITE):
-            capacity = {"cpu": "16", "memory": "64Gi", "pods": "110"}
+    for site in sites:
+        for i in range(per_site):
+            capacity = {"cpu": cpu, "memory": "64Gi", "pods": "110"}
             nodes.append(
                 {
                     "apiVersion": "v1",
@@ -426,6 +476,8 @@ class LocalControlPlane:
         self.admin = Kube(work / "admin.kubeconfig")
         self.plugin_token = os.urandom(16).hex()
         """What the exec credential plugin of :meth:`exec_plugin_kubeconfig` hands out."""
+        self.audit_log = self.logs / "audit.log"
+        """The API server's audit log: the operator's requests (:data:`AUDIT_POLICY`)."""
 
     def helm(self, *args: str) -> str:
         return helm_run(self.admin.kubeconfig, *args)
@@ -483,10 +535,15 @@ class LocalControlPlane:
             STARTUP_TIMEOUT_S,
         )
 
+        (self.pki / "audit-policy.yaml").write_text(AUDIT_POLICY)
         apiserver = self._spawn(
             "kube-apiserver",
             [
                 tool("kube-apiserver"),
+                # Every request of the operator (and only its), for the request counts of the
+                # watched-view scenario and the cluster benchmark.
+                f"--audit-policy-file={self.pki / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}",
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
@@ -547,6 +604,12 @@ class LocalControlPlane:
                 "--secure-port=0",
             ],
         )
+        self.start_kwok(site_nodes())
+        wait_for("the default ServiceAccount", self._default_service_account, STARTUP_TIMEOUT_S)
+        return self
+
+    def start_kwok(self, nodes: list[Obj]) -> LocalControlPlane:
+        """kwok running ``nodes`` (and their pods); returns when every one of them is Ready."""
         stages = TOOLS.parent / "kwok" / "stages.yaml"
         if not stages.exists():
             raise HarnessError(f"{stages} missing: run `e2e/cluster/build.sh all`")
@@ -563,9 +626,8 @@ class LocalControlPlane:
                 f"--server-address=127.0.0.1:{free_port()}",
             ],
         )
-        self.admin.apply(yaml.safe_dump_all(site_nodes()))
-        wait_for("the default ServiceAccount", self._default_service_account, STARTUP_TIMEOUT_S)
-        wait_for("every site node Ready", self._nodes_ready, STARTUP_TIMEOUT_S)
+        self.admin.apply(yaml.safe_dump_all(nodes))
+        wait_for("every site node Ready", lambda: self._nodes_ready(len(nodes)), STARTUP_TIMEOUT_S)
         return self
 
     def exec_plugin_kubeconfig(self, directory: Path, token: str) -> tuple[Path, Path]:
@@ -607,11 +669,11 @@ class LocalControlPlane:
         out = self.admin.run("get", "serviceaccount", "default", "-n", "default", check=False)
         return out.startswith("NAME")
 
-    def _nodes_ready(self) -> bool:
+    def _nodes_ready(self, count: int) -> bool:
         self.check_alive()
         nodes = self.admin.items("nodes")
         ready = [n for n in nodes if (condition(n, "Ready") or {}).get("status") == "True"]
-        return len(ready) == len(SITES) * NODES_PER_SITE
+        return len(ready) >= count
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -727,7 +789,9 @@ class Heatshift:
 
     # chart
 
-    def install_chart(self) -> None:
+    def install_chart(self, *values: str, wait: bool = True) -> None:
+        """``helm install`` the chart; ``values`` are more ``--set`` arguments (``key=value``).
+        ``wait=False`` for a control plane without controllers (nothing would report ready)."""
         args = [
             "install",
             RELEASE,
@@ -735,9 +799,7 @@ class Heatshift:
             "--namespace",
             NAMESPACE,
             "--create-namespace",
-            "--wait",
-            "--timeout",
-            "3m",
+            *(["--wait", "--timeout", "3m"] if wait else []),
         ]
         if isinstance(self.cluster, LocalControlPlane):
             pki = self.cluster.pki
@@ -761,6 +823,8 @@ class Heatshift:
                 "--set",
                 "image.pullPolicy=Never",
             ]
+        for value in values:
+            args += ["--set", value]
         self.install_notes = self.cluster.helm(*args)
 
     def operator_token(self) -> str:

@@ -112,13 +112,15 @@ def grant(
 
 # What the operator calls (operator/heatshift/kube, handlers.py and Kopf), and nothing more.
 CLUSTER_RULES = {
-    *grant("heatshift.dev", ["leafsites", "heatpolicies"], ["list", "watch", "patch"]),
+    # The watched view (Kopf indexes) lists and watches what a cycle reads; a GET confirms a
+    # quiet part of it (kube/view.py).
+    *grant("heatshift.dev", ["leafsites", "heatpolicies"], ["get", "list", "watch", "patch"]),
     *grant("heatshift.dev", ["leafsites/status", "heatpolicies/status"], ["patch"]),
     *grant("batch", ["jobs"], ["get", "list", "watch", "patch"]),
-    *grant("", ["pods"], ["get", "list", "patch"]),
-    *grant("", ["nodes"], ["list"]),
+    *grant("", ["pods"], ["get", "list", "watch", "patch"]),
+    *grant("", ["nodes"], ["get", "list", "watch"]),
     # Namespace labels, for HeatPolicy namespaceSelectors (a Kopf index).
-    *grant("", ["namespaces"], ["list", "watch"]),
+    *grant("", ["namespaces"], ["get", "list", "watch"]),
     *grant("", ["events"], ["create"]),
     # Kopf's scanning of CRDs (read-only).
     *grant("apiextensions.k8s.io", ["customresourcedefinitions"], ["list", "watch"]),
@@ -386,7 +388,6 @@ def test_kueue_enabled_answers_the_check_with_exactly_the_rights_it_uses() -> No
     kueue_rules = {
         *grant("kueue.x-k8s.io", ["admissionchecks", "workloads"], ["list", "watch", "patch"]),
         *grant("kueue.x-k8s.io", ["admissionchecks/status", "workloads/status"], ["patch"]),
-        *grant("", ["nodes"], ["watch"]),
         # Owners are read for their hints, never written.
         *(
             (group, "*", "get")

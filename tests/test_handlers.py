@@ -11,8 +11,13 @@ from typing import Any
 
 import kopf
 import pytest
+from kopf._cogs.structs import ids as kopf_ids
+from kopf._core.actions import execution as kopf_execution
+from kopf._core.engines import indexing as kopf_indexing
 
+import kube_fixtures as kf
 from heatshift import handlers, tlscert
+from heatshift import metrics as metrics_mod
 from heatshift.kube import login
 
 
@@ -86,3 +91,44 @@ def test_replicas_started_alike_do_not_tie_for_peering_priority() -> None:
     alike = handlers.RunOptions()
     assert len({handlers.peering_priority(alike) for _ in range(20)}) == 20
     assert handlers.peering_priority(handlers.RunOptions(priority=7)) == 7
+
+
+def _memo() -> dict[str, Any]:
+    state = handlers.State(
+        options=handlers.RunOptions(),
+        metrics=metrics_mod.Metrics(),
+        session=None,  # type: ignore[arg-type]
+    )
+    return {"heatshift": state}
+
+
+def test_the_job_index_holds_unfinished_jobs_by_namespace_and_drops_finished_ones() -> None:
+    memo = _memo()
+    held = kopf.Body(kf.job("held"))
+    done = kopf.Body(kf.job("held", finished="Complete"))  # the same Job, finished
+    handler = kopf_ids.HandlerId("view_jobs")
+    indexers = kopf_indexing.OperatorIndexers()
+    indexers[handler] = kopf_indexing.OperatorIndexer()
+
+    def index(body: kopf.Body) -> None:
+        result = handlers.view_jobs(body=body, memo=memo)
+        indexers.replace(body, {handler: kopf_execution.Outcome(final=True, result=result)})
+
+    index(held)
+    (store,) = indexers[handler].index.values()
+    (record,) = store
+    assert list(indexers[handler].index) == ["batch"] and record.name == "held" and record.held
+    index(done)
+    # Kopf's own index, as the planning cycles read it: the finished Job is gone.
+    assert list(indexers[handler].index) == []
+    # Both were heard from: a finished Job still shows the watch is alive.
+    assert set(memo["heatshift"].heard.at) == {"jobs"}
+
+
+def test_an_unusable_leafsite_is_indexed_as_such_rather_than_lost() -> None:
+    bad = kf.leafsite("bad")
+    bad["spec"]["tank"] = "full"
+
+    (record,) = handlers.view_leafsites(name="bad", body=kopf.Body(bad), memo=_memo()).values()
+
+    assert record.resource is None and record.problem

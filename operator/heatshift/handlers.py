@@ -12,6 +12,9 @@ Handlers (ids are part of the contract with the Helm chart and the e2e suite):
   (:mod:`heatshift.kube.admission`). failurePolicy Ignore: with the operator down, new work
   simply runs unmanaged.
 - ``policies`` / ``namespace_labels`` (indexes): what the webhook decides on, in memory.
+- ``view_leafsites``, ``view_heatpolicies``, ``view_nodes``, ``view_jobs``, ``view_pods``
+  (indexes, with ``namespace_labels``): the watched view every planning cycle reads
+  (:mod:`heatshift.kube.view`); no cycle lists anything.
 - ``validate-leafsite`` / ``validate-heatpolicy`` (one function): an unusable spec gets a
   ``Ready=False`` condition saying why, and a PermanentError (Kopf stops retrying until the spec
   changes).
@@ -42,7 +45,7 @@ import pydantic
 
 from heatshift import metrics as metrics_mod
 from heatshift import resources, tlscert
-from heatshift.kube import admission, client, cycle, events, meters, selection, workloads
+from heatshift.kube import admission, client, cycle, events, meters, selection, view, workloads
 from heatshift.kube import login as login_mod
 from heatshift.kube import status as status_mod
 
@@ -100,6 +103,8 @@ class State:
     wake: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
     kueue_wake: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
     """One per heatshift AdmissionCheck (:mod:`heatshift.kueue.handlers`)."""
+    heard: view.Heard = dataclasses.field(default_factory=view.Heard)
+    """When the API server last told the watched view about each resource."""
     scratch: tempfile.TemporaryDirectory[str] | None = None
 
 
@@ -193,6 +198,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = WATCH_TIMEOUT_S
     settings.watching.client_timeout = WATCH_TIMEOUT_S + 60
     settings.watching.connect_timeout = 30
+    # Kopf's start-up lists are left unpaged (settings.watching.chunk_size): Kopf indexes each
+    # page before fetching the next, and a page token expires after ~5 minutes (410 Gone),
+    # which stops the operator; tens of thousands of Jobs take that long to index on 2 cores.
     state.scratch = tempfile.TemporaryDirectory(prefix="heatshift-webhook-")
     settings.admission.server = _webhook_server(options, Path(state.scratch.name))
     settings.admission.managed = f"{GROUP}.webhooks" if options.manage_webhook_config else None
@@ -244,9 +252,73 @@ def policies_index(
 
 @kopf.index("", "v1", "namespaces", id="namespace_labels")
 def namespace_labels_index(
-    name: str, labels: Mapping[str, str], **_: Any
+    name: str, body: kopf.Body, memo: Any, **_: Any
 ) -> dict[str, dict[str, str]]:
-    return {name: dict(labels)}
+    _heard(memo, "namespaces")
+    return {name: view.namespace_record(body)}
+
+
+# --- indexes: the watched view every planning cycle reads (kube.view) --------------------------
+#
+# Each stores the small record kube.view makes of an object, never the body; a finished Job or
+# Pod indexes as nothing, so it leaves the view. namespace_labels above is the view's
+# namespaces too.
+
+
+def _heard(memo: Any, kind: str) -> None:
+    _state(memo).heard.saw(kind, time.time())
+
+
+@kopf.index(GROUP, VERSION, "leafsites", id="view_leafsites")
+def view_leafsites(name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[str, view.Parsed]:
+    _heard(memo, "leafsites")
+    return {name: view.site_record(body)}
+
+
+@kopf.index(GROUP, VERSION, "heatpolicies", id="view_heatpolicies")
+def view_heatpolicies(name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[str, view.Parsed]:
+    _heard(memo, "heatpolicies")
+    return {name: view.policy_record(body)}
+
+
+@kopf.index("", "v1", "nodes", id="view_nodes")
+def view_nodes(name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[str, workloads.Node]:
+    _heard(memo, "nodes")
+    return {name: view.node_record(body)}
+
+
+def _by_namespace(record: workloads.Workload | None) -> dict[str, workloads.Workload]:
+    # An empty result, not None, for a finished one: Kopf keeps an object's last value when its
+    # index function returns None, and drops the object on an empty mapping.
+    return {} if record is None else {record.namespace: record}
+
+
+@kopf.index("batch", "v1", "jobs", id="view_jobs")
+def view_jobs(body: kopf.Body, memo: Any, **_: Any) -> dict[str, workloads.Workload]:
+    _heard(memo, "jobs")
+    return _by_namespace(view.job_record(body))
+
+
+@kopf.index("", "v1", "pods", id="view_pods")
+def view_pods(body: kopf.Body, memo: Any, **_: Any) -> dict[str, workloads.Workload]:
+    _heard(memo, "pods")
+    return _by_namespace(view.pod_record(body))
+
+
+def _view(state: State, api: client.KubeApi, indexes: Mapping[str, Any]) -> view.WatchedReader:
+    """The watched view over the indexes Kopf passed to a handler (by their ids)."""
+    return view.WatchedReader(
+        view.Indexes(
+            leafsites=indexes["view_leafsites"],
+            heatpolicies=indexes["view_heatpolicies"],
+            nodes=indexes["view_nodes"],
+            namespaces=indexes["namespace_labels"],
+            jobs=indexes["view_jobs"],
+            pods=indexes["view_pods"],
+        ),
+        state.heard,
+        api,
+    )
 
 
 def _all_policies(index: Mapping[str, Any]) -> list[resources.HeatPolicy]:
@@ -433,10 +505,13 @@ async def plan_loop(
     stopped: kopf.DaemonStopped,
     memo: Any,
     logger: logging.Logger | logging.LoggerAdapter[Any],
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     state = _state(memo)
     api, memory = _ready(state)
+    # Kopf starts no handler before every index has listed its objects once, so the first
+    # cycle already plans from a complete view.
+    reader = _view(state, api, kwargs)
     wake = state.wake.setdefault(name, asyncio.Event())
     try:
         while not stopped:
@@ -451,6 +526,7 @@ async def plan_loop(
                     namespaces=state.options.namespaces,
                     meter_factory=state.options.meter_factory,
                     metering_timeout_s=state.options.metering_timeout_s,
+                    reader=reader,
                 )
             except cycle.PolicyNotFound:
                 return

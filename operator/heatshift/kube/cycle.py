@@ -2,8 +2,11 @@
 
 The phases, numbered in :func:`run_cycle` and each timed in the log line that closes the cycle:
 
-1. **read**: LeafSites, HeatPolicies, Nodes, Jobs (and Pods if a policy holds bare Pods),
-   namespace labels (:func:`read_cluster`).
+1. **read**: LeafSites, HeatPolicies, Nodes, unfinished Jobs (and bare Pods if a policy
+   holds them), namespace labels: from the operator's watched view, no request
+   (:mod:`heatshift.kube.view`), or listed now by one-shot commands (:func:`read_cluster`).
+   A view older than the policy's sites' metering staleness limit is planned from all the
+   same, and said so in the log and the HeatPolicy's status.
 2. **meter**: one reading or rejection per site of the policy, time-bounded
    (:func:`heatshift.kube.meters.fetch_results`).
 3. **snapshot**: :func:`heatshift.kube.snapshot.build_snapshot`.
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,7 +45,7 @@ import pydantic
 
 from heatshift import metrics as metrics_mod
 from heatshift import model, resources
-from heatshift.kube import apply, client, events, isolation, meters, workloads
+from heatshift.kube import apply, client, events, isolation, meters, view, workloads
 from heatshift.kube import snapshot as snapshot_mod
 from heatshift.kube import status as status_mod
 from heatshift.metering import readings
@@ -57,8 +61,8 @@ METERING_TIMEOUT_S = 20.0
 DEADLINE_PREFIX = "start deadline reached"
 """How the planner's deadline guard words its reasons (see planner.greedy)."""
 
-LEAFSITES = client.path_for(resources.API_GROUP, resources.API_VERSION, "leafsites")
-HEATPOLICIES = client.path_for(resources.API_GROUP, resources.API_VERSION, "heatpolicies")
+LEAFSITES = view.LEAFSITES
+HEATPOLICIES = view.HEATPOLICIES
 
 
 class PolicyInvalid(Exception):
@@ -69,79 +73,40 @@ class PolicyNotFound(Exception):
     """The HeatPolicy does not exist (any more)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Cluster:
-    """What one cycle read from the API server."""
-
-    leafsites: tuple[resources.LeafSite, ...]
-    policies: tuple[resources.HeatPolicy, ...]
-    invalid: Mapping[str, str]
-    """``Kind/name`` -> why its spec cannot be used."""
-    raw_policies: Mapping[str, Mapping[str, Any]]
-    nodes: tuple[workloads.Node, ...]
-    workloads: tuple[workloads.Workload, ...]
-    ns_labels: Mapping[str, Mapping[str, str]]
+Cluster = view.Cluster
+"""What one cycle read (see :mod:`heatshift.kube.view`)."""
 
 
 def _parse(
     objs: Sequence[Mapping[str, Any]], kind: str, invalid: dict[str, str]
 ) -> list[resources.Resource]:
+    """Parse LeafSite or HeatPolicy bodies as the view does; unusable ones into ``invalid``."""
     out: list[resources.Resource] = []
-    for obj in objs:
-        body = {k: obj[k] for k in ("apiVersion", "kind", "metadata", "spec", "status") if k in obj}
-        body.setdefault("apiVersion", resources.GROUP_VERSION)
-        body.setdefault("kind", kind)
-        try:
-            out.append(resources.parse_resource(body))
-        except resources.ResourceError as err:
-            name = (obj.get("metadata") or {}).get("name", "?")
-            invalid[f"{kind}/{name}"] = str(err)
+    for record in (view.parsed_record(obj, kind) for obj in objs):
+        if record.resource is None:
+            invalid[f"{kind}/{record.name}"] = record.problem or "unreadable"
+        else:
+            out.append(record.resource)
     return out
 
 
 async def read_cluster(api: client.KubeApi, namespaces: Sequence[str] = ()) -> Cluster:
-    """Everything a cycle needs; ``namespaces`` limits Jobs and Pods (empty: all)."""
-    invalid: dict[str, str] = {}
-    raw_sites, raw_policies, raw_nodes = await asyncio.gather(
-        api.list_objects(LEAFSITES),
-        api.list_objects(HEATPOLICIES),
-        api.list_objects(client.path_for("", "v1", "nodes")),
-    )
-    leafsites = [
-        r for r in _parse(raw_sites, "LeafSite", invalid) if isinstance(r, resources.LeafSite)
-    ]
-    heat_policies = [
-        r
-        for r in _parse(raw_policies, "HeatPolicy", invalid)
-        if isinstance(r, resources.HeatPolicy)
-    ]
-    scopes: list[str | None] = list(namespaces) or [None]
-    jobs: list[dict[str, Any]] = []
-    pods: list[dict[str, Any]] = []
-    want_pods = any(p.spec.hold_bare_pods for p in heat_policies)
-    for ns in scopes:
-        jobs += await api.list_objects(client.path_for("batch", "v1", "jobs", namespace=ns))
-        if want_pods:
-            pods += await api.list_objects(client.path_for("", "v1", "pods", namespace=ns))
-    ns_labels: dict[str, Mapping[str, str]] = {}
-    try:
-        for ns_obj in await api.list_objects(client.path_for("", "v1", "namespaces")):
-            meta = ns_obj.get("metadata") or {}
-            ns_labels[str(meta.get("name"))] = dict(meta.get("labels") or {})
-    except client.KubeAPIError as err:
-        # Without namespace labels, selectors can still match on the namespace's name label.
-        log.warning("namespaces unreadable, selecting by name only: %s", err)
-    found = [workloads.from_job(j) for j in jobs]
-    found += [workloads.from_pod(p) for p in pods if workloads.is_bare_pod(p)]
-    return Cluster(
-        leafsites=tuple(leafsites),
-        policies=tuple(heat_policies),
-        invalid=invalid,
-        raw_policies={str((p.get("metadata") or {}).get("name")): p for p in raw_policies},
-        nodes=tuple(workloads.from_node(n) for n in raw_nodes),
-        workloads=tuple(found),
-        ns_labels=ns_labels,
-    )
+    """Everything a cycle needs, listed now; ``namespaces`` limits Jobs and Pods (empty: all).
+    For one-shot commands: the operator reads its watched view instead."""
+    return await view.ListingReader(api, namespaces).read(time.time())
+
+
+class _Listing:
+    """The reader of a cycle given none: :func:`read_cluster`, looked up when called."""
+
+    def __init__(self, api: client.KubeApi, namespaces: Sequence[str]) -> None:
+        self.api, self.namespaces = api, namespaces
+
+    async def read(self, now_s: float) -> Cluster:
+        return await read_cluster(self.api, self.namespaces)
+
+    async def stale(self, cluster: Cluster, limit_s: float, now_s: float) -> dict[str, float]:
+        return {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,6 +278,9 @@ class CycleResult:
     timings: Mapping[str, float]
     failures: tuple[isolation.Failure, ...] = ()
     """Steps that failed for one object each (each also posted as a Warning Event)."""
+    stale_view: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Resource plural -> age (s) of the parts of the view older than the staleness limit that
+    could not be confirmed; empty when the cycle planned from a current view."""
 
 
 def policy_from(cluster: Cluster, name: str) -> resources.HeatPolicy:
@@ -336,23 +304,33 @@ async def run_cycle(
     namespaces: Sequence[str] = (),
     meter_factory: meters.SourceFactory = meters.default_source,
     metering_timeout_s: float = METERING_TIMEOUT_S,
+    reader: view.Reader | None = None,
 ) -> CycleResult:
-    """One cycle for ``policy_name``; see the module docstring. Raises PolicyInvalid,
-    PolicyNotFound, or KubeAPIError when the cluster cannot be read. Past the read, a failure
-    of one object's step is that object's alone (:class:`isolation.Guard`): it gets a Warning
-    Event and the cycle goes on."""
+    """One cycle for ``policy_name``; see the module docstring. ``reader`` is the watched view
+    in the operator; without one the cluster is listed now (:func:`read_cluster`). Raises
+    PolicyInvalid, PolicyNotFound, or KubeAPIError when the cluster cannot be read. Past the
+    read, a failure of one object's step is that object's alone (:class:`isolation.Guard`): it
+    gets a Warning Event and the cycle goes on."""
     timings: dict[str, float] = {}
     guard = isolation.Guard()
+    reader = reader or _Listing(api, namespaces)
 
-    # 1. read: the cluster as the API server has it now.
+    # 1. read: the cluster as the view has it (or as listed now), and whether the view is
+    # older than the policy's sites' staleness limit: then planned from anyway (a deadline must
+    # not wait on a watch), but said so.
     t = time.monotonic()
-    cluster = await read_cluster(api, namespaces)
+    cluster = await reader.read(now_s)
     policy = policy_from(cluster, policy_name)
+    sites = snapshot_mod.policy_sites(policy, cluster.leafsites)
+    limit_s = min((s.spec.staleness_limit_s for s in sites), default=math.inf)
+    stale = await reader.stale(cluster, limit_s, now_s)
     timings["read"] = time.monotonic() - t
+    view_note = view.stale_words(stale, limit_s) if stale else None
+    if view_note is not None:
+        log.warning("cycle policy=%s: %s", policy_name, view_note)
 
     # 2. meter: one reading or rejection per site, bounded in time.
     t = time.monotonic()
-    sites = snapshot_mod.policy_sites(policy, cluster.leafsites)
     results = await meters.fetch_results(
         api, sites, now_s, timeout_s=metering_timeout_s, factory=meter_factory
     )
@@ -399,7 +377,9 @@ async def run_cycle(
 
         # 7. report: warnings, statuses, metrics; then every failed step as an Event.
         t = time.monotonic()
-        await _report(api, policy, cluster, built, outcome, releases, applied, memory, now_s, guard)
+        await _report(
+            api, policy, cluster, built, outcome, releases, applied, memory, now_s, guard, view_note
+        )
         timings["report"] = time.monotonic() - t
     log.info(
         "cycle policy=%s held=%d running=%d sites=%d heat_aware=%d status=%s releases=%d "
@@ -417,7 +397,14 @@ async def run_cycle(
         " ".join(f"{k}_s={v:.3f}" for k, v in timings.items()),
     )
     return CycleResult(
-        policy_name, built, outcome, tuple(releases), applied, timings, tuple(guard.failures)
+        policy_name,
+        built,
+        outcome,
+        tuple(releases),
+        applied,
+        timings,
+        tuple(guard.failures),
+        stale,
     )
 
 
@@ -505,6 +492,7 @@ async def _report(
     memory: Memory,
     now_s: float,
     guard: isolation.Guard,
+    view_note: str | None = None,
 ) -> None:
     name = policy.metadata.name
     ref = isolation.policy_ref(name)
@@ -553,6 +541,7 @@ async def _report(
         still_held,
         memory,
         now_s,
+        view_note,
     )
     # Last, so that a failure of any step above is reported too.
     failed = [_Warning(f.ref, isolation.EVENT_REASON, f.message) for f in guard.failures]
@@ -568,11 +557,13 @@ async def _write_policy_status(
     still_held: int,
     memory: Memory,
     now_s: float,
+    view_note: str | None = None,
 ) -> None:
     released, forced = _totals(memory, policy)
     message = (
         "; ".join(
             ([f"fell back to the heat-unaware plan: {outcome.error}"] if outcome.error else [])
+            + ([view_note] if view_note else [])
             + list(built.policy_problems)
             + list(outcome.plan.notes)
         )
