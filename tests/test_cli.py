@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -492,6 +493,27 @@ def test_generated_snapshots_are_seeded_and_realistic() -> None:
 
 
 # --- report ---------------------------------------------------------------------------
+
+
+def test_simulate_repeats_its_numbers_beside_a_busy_process(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "--scenario", str(scenario_file), "--json", "--no-bound"]
+    argv += ["--policy", "heatshift", "oracle"]
+
+    def numbers() -> list[dict[str, object]]:
+        assert cli.main(argv) == 0
+        results = json.loads(capsys.readouterr().out)["results"]
+        return [{k: v for k, v in r.items() if not k.startswith("plan_seconds")} for r in results]
+
+    idle = numbers()
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = numbers()
+    finally:
+        burner.kill()
+        burner.wait()
+    assert busy == idle
 
 
 def test_json_report_names_the_scenario_once(scenario_file: Path) -> None:

@@ -43,6 +43,9 @@ EXIT_FAILURE = 1
 """Something outside the input failed (e.g. the cluster could not be read)."""
 EXIT_USAGE = 2
 """Bad input (arguments, scenario file): the same status argparse uses."""
+SIMULATION_SOLVER_TIME_LIMIT_S = 60.0
+"""The wall-clock safety net of each solve in ``heatshift simulate`` (far past what the work
+budget takes), so that results repeat however loaded the machine is."""
 MAX_BENCH_REPEATS = 1000
 """``bench planner --repeat`` at most: each run may take the solver's whole time limit."""
 
@@ -91,7 +94,12 @@ def _simulate(args: argparse.Namespace) -> int:
     every_steps = max(1, -(-(args.replan_every or scenario.step_s) // scenario.step_s))
     try:
         cfg = planner_config.PlannerConfig(
-            step_s=every_steps * scenario.step_s, horizon_s=args.horizon
+            step_s=every_steps * scenario.step_s,
+            horizon_s=args.horizon,
+            # The operator's default work budget ends each search; the wall clock is only
+            # a safety net, so a busy machine gives the same numbers as an idle one.
+            search_effort=planner_config.PlannerConfig().deterministic_time,
+            time_limit_s=SIMULATION_SOLVER_TIME_LIMIT_S,
         )
     except pydantic.ValidationError as err:
         # Checked before the run: e.g. --replan-every rounded up to whole scenario steps.

@@ -243,6 +243,11 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
                 f"solver found no better plan in {solution.wall_seconds:.2f}s "
                 f"({solution.detail}): heat-seeking greedy plan"
             )
+        elif solution.status is model.SolveStatus.TIMED_OUT:
+            notes.append(
+                f"solver {solution.detail}: a good plan, but a less loaded machine may find "
+                "a different one"
+            )
         status, counts = solution.status, solution.counts
         seconds, objective = solution.wall_seconds, solution.objective
     else:
