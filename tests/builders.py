@@ -151,3 +151,38 @@ def scenario(
         demand=series,
         jobs=tuple(sorted(jobs, key=lambda j: j.release_s)),
     )
+
+
+def random_trace(
+    seed: int,
+    sites: Sequence[model.Site],
+    *,
+    hours: float,
+    jobs: int,
+    demand_kw: float | Mapping[str, float | Sequence[float]],
+    step_s: float = 900.0,
+    slack_h: tuple[float, float] = (1.0, 12.0),
+) -> scenario_mod.Scenario:
+    """A seeded scenario over ``sites``: ``jobs`` CPU and GPU jobs (15 min to 6 h, arriving
+    through the run) and the demand given (one figure for every site, or per site)."""
+    import random
+
+    rng = random.Random(seed)
+    trace = []
+    for i in range(jobs):
+        gpu = rng.choice((0, 0, 1, 2, 4))
+        release = rng.uniform(0, hours * HOUR * 0.8)
+        trace.append(
+            model.JobRequest(
+                id=f"job-{i:03d}",
+                resources=model.Resources(
+                    cpu=4 * max(gpu, 1) * rng.choice((1, 2)), memory_gib=16 * max(gpu, 1), gpu=gpu
+                ),
+                duration_s=rng.uniform(0.25, 6.0) * HOUR,
+                release_s=release,
+                deadline_s=release + rng.uniform(*slack_h) * HOUR,
+                priority=rng.randint(0, 3),
+            )
+        )
+    demand = demand_kw if isinstance(demand_kw, Mapping) else {s.name: demand_kw for s in sites}
+    return scenario(sites, trace, hours=hours, step_s=step_s, demand=demand)

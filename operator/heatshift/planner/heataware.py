@@ -3,8 +3,9 @@
 The pipeline, one step each: grid -> demand outlook -> split off jobs no site can
 hold -> job classes (coarsened to a budget of start options) -> problem numbers ->
 CP-SAT, started from the heat-seeking list schedule -> concrete jobs
-earliest-deadline-first -> deadline guard -> expected heat. Snapshots too large for
-the solver's budget are list-scheduled alone (status HEURISTIC), on a finer problem.
+earliest-deadline-first -> deadline guard -> holds that buy no heat start now ->
+expected heat. Snapshots too large for the solver's budget are list-scheduled alone (status
+HEURISTIC), on a finer problem.
 Pure and deterministic for a snapshot, config and seed; bounded by the solver's time
 limit; always returns a plan (the list schedule, reported as FALLBACK, when the
 solver finds nothing in time). Called by the ``heatshift``/``oracle`` policies.
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from heatshift import bounds, model
-from heatshift.planner import checker, cpsat, greedy
+from heatshift.planner import checker, cpsat, greedy, holds
 from heatshift.planner import classes as job_classes
 from heatshift.planner import config as planner_config
 from heatshift.planner import grid as planner_grid
@@ -264,6 +265,10 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
 
     placements, guard_notes = greedy.enforce_deadlines(snapshot, placements, next_decision)
     notes += guard_notes
+    placements, hold_notes = holds.start_unprofitable_holds(
+        snapshot, placements, grid.starts, demand
+    )
+    notes += hold_notes
     heat = checker.expected_heat(snapshot, placements, grid.starts, demand)
     return model.Plan(
         now_s=now,
