@@ -186,3 +186,36 @@ def random_trace(
         )
     demand = demand_kw if isinstance(demand_kw, Mapping) else {s.name: demand_kw for s in sites}
     return scenario(sites, trace, hours=hours, step_s=step_s, demand=demand)
+
+
+def bursty_trace(seed: int, sites: Sequence[model.Site], *, hours: float) -> scenario_mod.Scenario:
+    """A trace that fills the fleet: slack jobs through the run, and bursts of long 4-GPU jobs
+    with little or no slack (and short 1-GPU ones with none), demand swinging by the hour."""
+    import random
+
+    rng = random.Random(seed)
+    base = random_trace(seed, sites, hours=hours, jobs=int(6 * hours), demand_kw=0.0)
+    jobs = list(base.jobs)
+    for burst in range(int(hours // 6)):
+        at = rng.uniform(0.5, 0.9) * 6 * HOUR + burst * 6 * HOUR
+        for i, slack_h in enumerate((0.0, 0.0, 2.0, 12.0, 0.0)):
+            gpu, run_h = (1, 16 / 60) if i == 4 else (4, 18.0)
+            release = at + rng.uniform(0, 0.5) * HOUR
+            jobs.append(
+                model.JobRequest(
+                    id=f"burst-{burst}-{i}",
+                    resources=model.Resources(cpu=4 * gpu, memory_gib=16 * gpu, gpu=gpu),
+                    duration_s=run_h * HOUR,
+                    release_s=release,
+                    deadline_s=release + slack_h * HOUR,
+                )
+            )
+    steps = round(hours * HOUR / 900.0)
+    demand = {
+        s.name: [rng.choice((0.0, 5.0, 40.0)) if k % 4 == 0 else 0.0 for k in range(steps)]
+        for s in sites
+    }
+    for s in sites:  # each value holds for the hour
+        kw = demand[s.name]
+        demand[s.name] = [kw[k - k % 4] for k in range(steps)]
+    return scenario(sites, jobs, hours=hours, demand=demand)

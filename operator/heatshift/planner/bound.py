@@ -49,6 +49,15 @@ from heatshift.planner import problem as planner_problem
 
 _JOULES_PER_KWH = 3.6e6
 _SLACK = 1e-9  # the simulator's own slack on capacity checks
+_LOOSER = 1.0 - 1e-7
+_TINY_KWH = 1e-6
+"""Energies this small are raised to it (a looser limit, so still valid): the simplex's
+tolerances cannot tell 1e-176 kWh (or a nanowatt-hour) from zero, and such a bound made it
+give up."""
+
+
+def _not_tiny(kwh: float) -> float:
+    return kwh if kwh <= 0.0 or kwh >= _TINY_KWH else _TINY_KWH
 
 
 class BoundStatus(enum.StrEnum):
@@ -157,8 +166,13 @@ def useful_heat_bound(
                 job_slots.append((k, lo if must_start else 0.0, hi))
         if not job_slots:
             continue
+        # Lower limits a hair looser (a relaxation, so still valid): the per-slot and total
+        # rows of a job with no slack pin the same amount twice, and rounding must not make
+        # the programme look infeasible.
         total = solver.Constraint(
-            min(d, max(0.0, end - latest)) if must_start else 0.0, min(d, end - earliest), f"run{j}"
+            _LOOSER * (min(d, max(0.0, end - latest)) if must_start else 0.0),
+            min(d, end - earliest),
+            f"run{j}",
         )
         amounts = job.resources.as_tuple()
         made_kwh_at_most += (
@@ -172,13 +186,15 @@ def useful_heat_bound(
         for k, lo, hi in job_slots:
             length = lengths[k]
             per_slot = (
-                solver.Constraint(lo / length, hi / length, f"at{j}_{k}")
+                solver.Constraint(_LOOSER * lo / length, hi / length, f"at{j}_{k}")
                 if len(hosts) > 1
                 else None
             )
             for s in hosts:
                 u = solver.NumVar(
-                    lo / length if per_slot is None else 0.0, hi / length, f"u{j}_{s.name}_{k}"
+                    _LOOSER * lo / length if per_slot is None else 0.0,
+                    hi / length,
+                    f"u{j}_{s.name}_{k}",
                 )
                 total.SetCoefficient(u, length)
                 if per_slot is not None:
@@ -212,11 +228,11 @@ def useful_heat_bound(
             keep = 1.0 - thermal.standing_loss_kwh(s.tank, 1.0, hours)
             wanted = max(0.0, demand[k] if k < len(demand) else 0.0) * hours
             site_demand += wanted
-            h = solver.NumVar(0.0, wanted, f"h{s.name}_{k}")
-            after = solver.NumVar(0.0, s.tank.capacity_kwh, f"e{s.name}_{k + 1}")
+            h = solver.NumVar(0.0, _not_tiny(wanted), f"h{s.name}_{k}")
+            after = solver.NumVar(0.0, _not_tiny(s.tank.capacity_kwh), f"e{s.name}_{k + 1}")
             eta = s.heat_recovery_efficiency / _JOULES_PER_KWH
             # after + h - keep * energy - Q(u) <= base heat
-            base = eta * base_joules[s.name][k]
+            base = _not_tiny(eta * base_joules[s.name][k])
             if isinstance(energy, float):
                 row = solver.Constraint(-inf, base + keep * energy, f"tank{s.name}_{k}")
             else:

@@ -302,7 +302,9 @@ def _placements(
     reasons = {s.name: _site_reason(snapshot, s, demand[s.name], grid) for s in snapshot.sites}
     out: list[model.Placement] = []
     for c, class_starts in starts.items():
-        for job, site, start_s in job_classes.assign_jobs(classes[c], class_starts):
+        for job, site, slot_start_s in job_classes.assign_jobs(classes[c], class_starts):
+            # An arrival that cannot wait is planned in the slot it arrives in, at its release.
+            start_s = max(slot_start_s, job.release_s)
             when = "now" if start_s <= grid.now_s else "later"
             out.append(
                 model.Placement(
