@@ -188,16 +188,23 @@ def random_trace(
     return scenario(sites, trace, hours=hours, step_s=step_s, demand=demand)
 
 
-def bursty_trace(seed: int, sites: Sequence[model.Site], *, hours: float) -> scenario_mod.Scenario:
+def bursty_trace(
+    seed: int,
+    sites: Sequence[model.Site],
+    *,
+    hours: float,
+    jobs_per_hour: float = 3.0,
+    burst_every_h: float = 12.0,
+) -> scenario_mod.Scenario:
     """A trace that fills the fleet: slack jobs through the run, and bursts of long 4-GPU jobs
     with little or no slack (and short 1-GPU ones with none), demand swinging by the hour."""
     import random
 
     rng = random.Random(seed)
-    base = random_trace(seed, sites, hours=hours, jobs=int(6 * hours), demand_kw=0.0)
+    base = random_trace(seed, sites, hours=hours, jobs=int(jobs_per_hour * hours), demand_kw=0.0)
     jobs = list(base.jobs)
-    for burst in range(int(hours // 6)):
-        at = rng.uniform(0.5, 0.9) * 6 * HOUR + burst * 6 * HOUR
+    for burst in range(int(hours // burst_every_h)):
+        at = (rng.uniform(0.5, 0.9) + burst) * burst_every_h * HOUR
         for i, slack_h in enumerate((0.0, 0.0, 2.0, 12.0, 0.0)):
             gpu, run_h = (1, 16 / 60) if i == 4 else (4, 18.0)
             release = at + rng.uniform(0, 0.5) * HOUR

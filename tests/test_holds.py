@@ -83,3 +83,14 @@ def test_the_planner_starts_work_at_once_when_heat_is_wanted_everywhere() -> Non
     jobs = [builders.job(f"j{i}", hours=2, deadline_h=10) for i in range(6)]
     plan = heataware.plan(builders.snapshot(sites, states, jobs), PlannerConfig(time_limit_s=10))
     assert {p.job_id for p in plan.placements if p.start_s == 0.0} == {j.id for j in jobs}
+
+
+def test_an_even_hold_at_a_site_with_heat_to_spare_is_kept() -> None:
+    # Nothing wanted all day: starting now or later dumps the same heat, but the site does
+    # not want all it makes, so the planner's hold stands (later plans may find it a use).
+    site = builders.site("a", tank_kwh=0)
+    snap = builders.snapshot([site], [builders.state("a")], [builders.job("j", hours=1)])
+    held = [model.Placement(job_id="j", site="a", start_s=2 * HOUR)]
+    placements, notes = holds.start_unprofitable_holds(snap, held, _slots(6), {"a": [0.0] * 24})
+    assert placements == held
+    assert notes == []
