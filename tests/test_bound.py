@@ -192,3 +192,22 @@ def test_a_plans_expected_heat_never_beats_the_horizon_bound(seed: int) -> None:
         )
         + 1e-6
     )
+
+
+@settings(max_examples=30, deadline=None)
+@given(scenarios())
+def test_a_programme_over_its_size_budget_gives_the_looser_trivial_bound(
+    scenario: scenario_mod.Scenario,
+) -> None:
+    steps = engine.step_count(scenario)
+    args = (
+        scenario.sites,
+        [i * scenario.step_s for i in range(steps + 1)],
+        engine.capped_demand_kw(scenario),
+        scenario.initial_tank_kwh,
+        [j for j in scenario.jobs if engine.fits_somewhere(j, scenario.sites)],
+    )
+    trivial = planner_bound.useful_heat_bound(*args, max_variables=0)
+    assert trivial.status is planner_bound.BoundStatus.TRIVIAL
+    assert trivial.variables == 0
+    assert trivial.useful_heat_kwh >= planner_bound.useful_heat_bound(*args).useful_heat_kwh - 1e-6

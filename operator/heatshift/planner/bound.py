@@ -36,6 +36,7 @@ covered; jobs already late at the start (deadline before the first slot) may sta
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,61 @@ class Bound:
     constraints: int
 
 
+MAX_VARIABLES = 400_000
+"""Largest programme built (the built-in week needs about 194,000 variables); past it the
+bound is the trivial one."""
+
+
+def _size(
+    sites: Sequence[model.Site], slot_starts: Sequence[float], jobs: Sequence[model.JobRequest]
+) -> int:
+    """About how many variables the programme would have (sites a job may use, at most)."""
+    now, end = slot_starts[0], slot_starts[-1]
+    total = len(sites) * 2 * (len(slot_starts) - 1)
+    for job in jobs:
+        earliest = max(now, job.release_s)
+        latest = end if job.deadline_s < now else job.deadline_s
+        first = bisect.bisect_right(slot_starts, earliest) - 1
+        last = bisect.bisect_left(slot_starts, min(end, latest + job.duration_s))
+        hosts = len(sites) if job.allowed_sites is None else len(job.allowed_sites)
+        total += hosts * max(0, last - first)
+    return total
+
+
+def _trivial_bound(
+    sites: Sequence[model.Site],
+    slot_starts: Sequence[float],
+    demand_kw: Mapping[str, Sequence[float]],
+    initial_tank_kwh: Mapping[str, float],
+    jobs: Sequence[model.JobRequest],
+    base_joules: Mapping[str, Sequence[float]],
+) -> Bound:
+    """Per site, the lesser of its demand and all heat it could get: its tank, its fixed load,
+    and every job's heat at the site where it would make the most."""
+    now, end = slot_starts[0], slot_starts[-1]
+    jobs_kwh = sum(
+        max(
+            (s.heat_recovery_efficiency * s.job_watts(j.resources, j.power_watts) for s in sites),
+            default=0.0,
+        )
+        * max(0.0, min(j.duration_s, end - max(now, j.release_s)))
+        / _JOULES_PER_KWH
+        for j in jobs
+    )
+    total = 0.0
+    for s in sites:
+        demand = demand_kw.get(s.name, ())
+        wanted = sum(
+            max(0.0, demand[k]) * (slot_starts[k + 1] - slot_starts[k]) / 3600.0
+            for k in range(min(len(demand), len(slot_starts) - 1))
+        )
+        made = float(initial_tank_kwh.get(s.name, 0.0)) + sum(
+            s.heat_recovery_efficiency * j / _JOULES_PER_KWH for j in base_joules[s.name]
+        )
+        total += min(wanted, made + jobs_kwh)
+    return Bound(total, BoundStatus.TRIVIAL, 0, 0)
+
+
 def _overlap(start: float, duration: float, t0: float, t1: float) -> float:
     return max(0.0, min(start + duration, t1) - max(start, t0))
 
@@ -105,6 +161,7 @@ def useful_heat_bound(
     initial_tank_kwh: Mapping[str, float],
     jobs: Sequence[model.JobRequest],
     running: Sequence[model.RunningJob] = (),
+    max_variables: int = MAX_VARIABLES,
 ) -> Bound:
     """The most useful heat any deadline-meeting schedule of ``jobs`` delivers, kWh.
 
@@ -112,7 +169,9 @@ def useful_heat_bound(
     ``demand_kw`` the heat each site's offtaker takes per slot (already capped at its
     rating), ``initial_tank_kwh`` the tanks' energy at the start, ``running`` jobs already
     running from the start. A job may start no earlier than ``max(now, release)`` and no later
-    than its deadline; a job whose deadline lies inside the slots must start.
+    than its deadline; a job whose deadline lies inside the slots must start. A programme of more
+    than about ``max_variables`` variables is not built: the bound is then the trivial one
+    (status TRIVIAL).
     """
     now, end = slot_starts[0], slot_starts[-1]
     slots = len(slot_starts) - 1
@@ -145,6 +204,8 @@ def useful_heat_bound(
         s.name: [[0.0, 0.0, 0.0] for _ in range(slots)] for s in sites
     }
     made_kwh_at_most = 0.0  # for the trivial bound
+    if _size(sites, slot_starts, jobs) > max_variables:
+        return _trivial_bound(sites, slot_starts, demand_kw, initial_tank_kwh, jobs, base_joules)
     for j, job in enumerate(jobs):
         hosts = [
             s for s in sites if job.may_run_at(s.name) and job.resources.fits_within(s.capacity)
