@@ -20,7 +20,7 @@ _EPS_S = 1e-6
 _JOULES_PER_KWH = 3.6e6
 _BUYS_HEAT_KWH = 1e-6
 """A hold that the outlook expects to deliver no more than this is not worth it (rounding)."""
-MAX_TRIALS = 5_000
+MAX_TRIALS = 1_000
 """Holds checked per plan at most (each costs a replay of one site's slots)."""
 _UNPLACED_SITES = 4
 
