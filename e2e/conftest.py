@@ -50,6 +50,11 @@ def heatshift(cluster: harness.Heatshift) -> harness.Heatshift:
                 "queries": {
                     "demandKW": 'heatshift_meter_heat_demand_kw{site="greenhouse"}',
                     "tankEnergyKWh": 'heatshift_meter_tank_energy_kwh{site="greenhouse"}',
+                    # The meter's registers as counters, for the ledger.
+                    "heatDeliveredKWh": (
+                        'heatshift_meter_heat_delivered_kwh_total{site="greenhouse"}'
+                    ),
+                    "itEnergyKWh": 'heatshift_meter_it_energy_kwh_total{site="greenhouse"}',
                 },
                 "timeoutSeconds": 2,
             }

@@ -252,6 +252,17 @@ def test_prometheus_source_reads_the_meter_and_scrapes_the_operator(
     )
     status = heatshift.kube.get("leafsite", "greenhouse")["status"]
     assert status["demandKW"] == pytest.approx(8.0, abs=0.01)
+    # Its ledger counts the meter's registers, read through Prometheus as counters.
+    harness.wait_for(
+        "greenhouse's ledger metered through Prometheus",
+        lambda: (
+            heatshift.kube.get("leafsite", "greenhouse")["status"]["ledger"]["current"]["itEnergy"][
+                "source"
+            ]
+            in ("metered", "mixed")
+        ),
+        harness.PLANNING_TIMEOUT_S,
+    )
     released_series = harness.wait_for(
         "heatshift_jobs_released_total in Prometheus",
         lambda: heatshift.promql("sum(heatshift_jobs_released_total)"),

@@ -28,6 +28,10 @@ SIMULATE_RESULT_KEYS = [
     "mean_wait_s",
     "plan_seconds_p50",
     "plan_seconds_max",
+    "it_energy_kwh",
+    "ere",
+    "fuel_avoided_kwh",
+    "co2_avoided_kg",
 ]
 
 

@@ -20,6 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
+from heatshift import ledger, metrics, resources
+from heatshift.metering import readings
+from heatshift.metering import server as metering_server
+from heatshift.sim import scenario as scenario_mod
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "heatshift"
 CRDS = ROOT / "crds"
@@ -273,20 +278,87 @@ def test_dashboard_is_valid_grafana_json() -> None:
     assert exprs and all("heatshift_" in e for e in exprs)
 
 
-def test_dashboard_queries_series_that_exist() -> None:
-    """Every ``heatshift_*`` series the dashboard plots is one the operator or meter exports."""
-    sources = (ROOT / "operator" / "heatshift" / "metrics.py").read_text() + (
-        ROOT / "operator" / "heatshift" / "metering" / "server.py"
-    ).read_text()
-    plotted = set(
-        re.findall(r"heatshift_[a-z_]+", (CHART / "files" / "dashboard.json").read_text())
+def _exported_series() -> set[str]:
+    """Every sample name the operator's registry and the reference meter export, with every
+    series touched once (a labelled series has no sample until it is)."""
+    m = metrics.Metrics()
+    m.jobs_released.labels(site="pool", reason="heat").inc()
+    m.deadline_releases.labels(policy="batch").inc()
+    m.plan_seconds.labels(policy="batch").observe(0.3)
+    m.planner_fallbacks.labels(policy="batch").inc()
+    m.metering_errors.labels(site="pool", kind="stale").inc()
+    m.held_jobs.labels(policy="batch").set(1)
+    t0 = 1_767_225_600.0
+    settings = ledger.Settings(
+        period=resources.LedgerPeriodKind.MONTH,
+        pue=1.0,
+        backup_efficiency=0.9,
+        emission_factor_kg_per_kwh=0.2,
+        max_kw=dict.fromkeys(ledger.Energy, 100.0),
+        min_supply_temp_c=60.0,
     )
-    assert plotted
-    for series in plotted:
-        # Counters are named without _total in code; histograms are plotted by their _bucket.
-        base = re.sub(r"_(total|bucket|sum|count)$", "", series)
-        base = base.replace("heatshift_meter_", "")
-        assert base in sources, f"the dashboard plots {series}, which nothing exports"
+    state: resources.LedgerStatus | None = None
+    for i, delivered in enumerate((1.0, 2.0)):
+        reading = readings.SiteReading(
+            site="pool",
+            observed_at_s=t0 + 300 * i,
+            demand_kw=5.0,
+            tank_energy_kwh=1.0,
+            tank_capacity_kwh=10.0,
+            tank_source="energy",
+            supply_temp_c=50.0,
+            return_temp_c=30.0,
+            registers=readings.Registers(
+                observed_at_s=t0 + 300 * i, heat_delivered_kwh=delivered, heat_dumped_kwh=delivered
+            ),
+        )
+        estimate = {ledger.Energy.IT: 1.0}
+        outcome = ledger.advance(
+            state, ledger.Observation(reading, estimate), settings, now_s=t0 + 300 * i
+        )
+        state = outcome.ledger
+        m.record_site(
+            "pool",
+            outcome,
+            reading,
+            it_power_watts=1000.0,
+            backup_efficiency=0.9,
+            emission_factor_kg_per_kwh=0.2,
+        )
+    names = {s.name for family in m.registry.collect() for s in family.samples}
+    sim = metering_server.MeterSimulation(scenario_mod.load_builtin_scenario())
+    names |= {s.name for family in sim.metrics() for s in family.samples}
+    return names
+
+
+def test_every_dashboard_panel_queries_series_that_are_exported() -> None:
+    """Each panel's every query names at least one series, and only series the operator (or
+    the reference meter) exports, by their exposed names (``_total``, ``_bucket``)."""
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    exported = _exported_series()
+    for panel in dashboard["panels"]:
+        assert panel.get("targets"), panel["title"]
+        for target in panel["targets"]:
+            named = set(re.findall(r"heatshift_[a-z0-9_]+", target["expr"]))
+            assert named, f"panel {panel['title']!r} queries no heatshift series"
+            missing = named - exported
+            assert not missing, f"panel {panel['title']!r} queries {missing}, not exported"
+
+
+def test_the_dashboard_shows_the_ledger_per_site_and_for_the_fleet() -> None:
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for series in (
+        "heatshift_heat_delivered_joules_total",
+        "heatshift_it_energy_joules_total",
+        "heatshift_energy_reuse_effectiveness_ratio",
+        "heatshift_co2_avoided_grams_total",
+        "heatshift_fuel_avoided_joules_total",
+        "heatshift_dumped_while_wanted_seconds_total",
+        "heatshift_supply_temperature_celsius",
+    ):
+        assert series in exprs, series
+    assert not re.search(r"heatshift_[a-z_]*_kwh", exprs), "operator series are in base units"
 
 
 # --- other values --------------------------------------------------------------------------------

@@ -90,7 +90,12 @@ def test_simulate_json_reports_every_policy(
     assert doc["scenario"] == "tiny"
     assert [r["policy"] for r in doc["results"]] == ["default", "greedy"]
     for metrics in doc["results"]:
-        assert list(metrics) == builders.SIMULATE_RESULT_KEYS
+        assert list(metrics) == [*builders.SIMULATE_RESULT_KEYS, "sites"]
+        fleet_fuel = sum(s["fuel_avoided_kwh"] for s in metrics["sites"].values())
+        assert metrics["fuel_avoided_kwh"] == pytest.approx(fleet_fuel)
+        # Every site backs up with gas by default: all heat delivered / 0.9, x 0.202 kg/kWh.
+        assert fleet_fuel == pytest.approx(metrics["useful_heat_kwh"] / 0.9)
+        assert metrics["co2_avoided_kg"] == pytest.approx(fleet_fuel * 0.202)
         assert metrics["jobs_total"] == 5
         assert metrics["jobs_unschedulable"] == 1
         # 1.5 kW for 30 min, 3 kW for 30 min, then 0.5 kW; plus 2 kW for 2 h.
@@ -520,7 +525,10 @@ def test_json_report_names_the_scenario_once(scenario_file: Path) -> None:
     scenario = scenario_mod.load_scenario(scenario_file)
     result = engine.simulate(scenario, policies.make_policy("default"))
     doc = report.as_json([result])
-    assert doc == {"scenario": "tiny", "results": [result.metrics()]}
+    assert doc == {
+        "scenario": "tiny",
+        "results": [{**result.metrics(), "sites": result.site_ledger()}],
+    }
     json.dumps(doc)  # serialisable as is
 
 
@@ -541,3 +549,22 @@ def test_progress_on_a_terminal_is_one_line_rewritten_in_place(
     assert written.count("\n") == 1
     assert written.count("\r") == 8  # one per step
     assert "100.0%" in written
+
+
+def test_report_prints_what_simulate_json_computed(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        cli.main(["simulate", "--scenario", str(scenario_file), "--policy", "greedy", "--json"])
+        == 0
+    )
+    simulated = json.loads(capsys.readouterr().out)
+    path = tmp_path / "sim.json"
+    path.write_text(json.dumps(simulated))
+    assert cli.main(["report", "--simulation", str(path), "--format", "json"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    (fleet,) = reported["fleet"]
+    result = simulated["results"][0]
+    assert fleet["fuel_avoided_kwh"] == pytest.approx(result["fuel_avoided_kwh"])
+    assert fleet["co2_avoided_kg"] == pytest.approx(result["co2_avoided_kg"])
+    assert fleet["it_energy_kwh"] == pytest.approx(result["it_energy_kwh"])

@@ -711,6 +711,13 @@ FULL_LEAF_SITE = edit(
     LEAF_SITE,
     power={"idleWatts": 500, "wattsPerGPU": 300, "wattsPerCPU": 8},
     capacity={"cpu": 16, "memoryGiB": 64, "gpu": 2},
+    offtaker={
+        "kind": "pool",
+        "maxThermalKW": 40,
+        "minSupplyTempC": 35,
+        "backup": {"kind": "oil", "efficiency": 0.85, "emissionFactorKgPerKWh": 0.267},
+    },
+    ledger={"period": "week", "pue": 1.1},
     metering={
         "http": {
             "url": "https://meter.example/v1",

@@ -581,3 +581,35 @@ def test_progress_reports_fractions_up_to_one() -> None:
     report: Callable[[float], None] = seen.append
     engine.simulate(make_scenario([quiet_site()], hours=1), Never(), progress=report)
     assert seen == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_one_1_kw_job_for_an_hour_at_a_0_5_kw_demand_has_ere_0_5_and_avoids_0_56_kwh_of_gas() -> (
+    None
+):
+    # 1 kWh of IT, all recovered; the building takes 0.5 kW for 2 h: 1 kWh delivered in all
+    # (0.5 while the job runs, 0.5 from the tank after), all of it recovered in the run, so
+    # ERE = (1 - 1) / 1 = 0; gas at 0.9 and 0.202 kg/kWh by default.
+    result = engine.simulate(
+        make_scenario([quiet_site()], [job("j")], demand={"a": 0.5}), StartAllAt("a")
+    )
+    figures = result.site_ledger()["a"]
+    assert figures["it_energy_kwh"] == pytest.approx(1.0)
+    assert figures["heat_delivered_kwh"] == pytest.approx(1.0)
+    assert figures["ere"] == pytest.approx(0.0)
+    assert figures["fuel_avoided_kwh"] == pytest.approx(1.0 / 0.9)
+    assert figures["co2_avoided_kg"] == pytest.approx(1.0 / 0.9 * 0.202)
+    metrics = result.metrics()
+    assert metrics["ere"] == pytest.approx(0.0)
+    assert metrics["fuel_avoided_kwh"] == pytest.approx(figures["fuel_avoided_kwh"])
+
+
+def test_half_the_heat_dumped_gives_an_ere_of_0_5() -> None:
+    # 1 kWh of IT in the first hour, the building takes 0.5 kW and there is no tank: 0.5 kWh
+    # reused, 0.5 kWh dumped, ERE = (1 - 0.5) / 1.
+    result = engine.simulate(
+        make_scenario([quiet_site(tank_kwh=0)], [job("j")], demand={"a": 0.5}), StartAllAt("a")
+    )
+    figures = result.site_ledger()["a"]
+    assert figures["heat_delivered_kwh"] == pytest.approx(0.5)
+    assert figures["heat_dumped_kwh"] == pytest.approx(0.5)
+    assert figures["ere"] == pytest.approx(0.5)

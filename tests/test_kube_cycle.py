@@ -24,20 +24,29 @@ POLICY = "/apis/heatshift.dev/v1alpha1/heatpolicies/batch"
 
 
 class Meter:
-    """A source factory whose sites answer with these demands (kW); absent sites are down."""
+    """A source factory whose sites answer with these demands (kW); absent sites are down.
+    With ``registers``, each site's reading carries those cumulative registers (kWh)."""
 
-    def __init__(self, demand_kw: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        demand_kw: Mapping[str, float],
+        registers: Mapping[str, readings.Registers] | None = None,
+    ) -> None:
         self.demand_kw = demand_kw
+        self.registers = registers or {}
 
     def __call__(
         self, endpoint: meters.Endpoint, queries: Mapping[str, resources.PrometheusQueries]
     ) -> source.MeteringSource:
-        return _Source(self.demand_kw)
+        return _Source(self.demand_kw, self.registers)
 
 
 class _Source:
-    def __init__(self, demand_kw: Mapping[str, float]) -> None:
+    def __init__(
+        self, demand_kw: Mapping[str, float], registers: Mapping[str, readings.Registers]
+    ) -> None:
         self.demand_kw = demand_kw
+        self.registers = registers
 
     async def fetch(
         self, sites: Mapping[str, readings.ReadingLimits], now_s: float
@@ -52,6 +61,7 @@ class _Source:
                     tank_energy_kwh=10.0,
                     tank_capacity_kwh=80.0,
                     tank_source="energy",
+                    registers=self.registers.get(site),
                 )
             else:
                 out[site] = readings.Rejection(
@@ -256,9 +266,14 @@ async def test_heat_totals_accumulate_across_cycles() -> None:
     assert status["itLoadKW"] == pytest.approx(0.36)
     assert status["heatDeliveredKWh"] == pytest.approx(0.36 * 0.85 * 300 / 3600, abs=1e-3)
     assert status["heatDumpedKWh"] == 0.0
-    assert _value(memory, "heatshift_heat_delivered_kwh_total", site="flats") == pytest.approx(
-        0.36 * 0.85 * 300 / 3600
+    # The fake meter has no registers: the ledger is estimated, and says so.
+    period = status["ledger"]["current"]
+    assert period["heatDelivered"]["source"] == "estimated"
+    assert period["itEnergy"]["kwh"] == pytest.approx(0.36 * 300 / 3600, abs=1e-6)
+    delivered_j = _value(
+        memory, "heatshift_heat_delivered_joules_total", site="flats", source="estimated"
     )
+    assert delivered_j == pytest.approx(0.36 * 0.85 * 300 / 3600 * 3.6e6)
 
 
 def _past_the_models(policy: resources.HeatPolicy, max_delay: str) -> resources.HeatPolicy:
@@ -345,3 +360,72 @@ async def test_a_deadline_hint_in_the_year_10000_does_not_stop_due_releases() ->
     assert result.applied["batch/due"] is apply.Outcome.RELEASED
     (warning,) = api.events("InvalidHint")
     assert "the deadline must be a time between 2000 and 2100" in warning["message"]
+
+
+def _registers(t_s: float, delivered: float, it: float) -> readings.Registers:
+    return readings.Registers(
+        meter_id="m-1", observed_at_s=t_s, heat_delivered_kwh=delivered, it_energy_kwh=it
+    )
+
+
+@pytest.mark.asyncio
+async def test_the_ledger_is_metered_from_register_deltas_and_survives_a_restart() -> None:
+    api = _cluster()
+    memory = _memory(api)
+
+    async def at(t_s: float, delivered: float, it: float, mem: cycle.Memory) -> None:
+        regs = {"flats": _registers(t_s - 10, delivered, it)}
+        meter = Meter({"flats": 20.0, "pool": 0.0}, regs)
+        await cycle.run_cycle(api, "batch", mem, now_s=t_s, meter_factory=meter)
+
+    # Within what the site can make: its one node's 16 cores at 10 W and 200 W idle.
+    await at(NOW, 1000.0, 2000.0, memory)
+    await at(NOW + 300, 1000.015, 2000.02, memory)
+    # A restarted operator: nothing in memory, the ledger continues from status.
+    await at(NOW + 600, 1000.03, 2000.04, _memory(api))
+
+    period = api.objects[f"{SITES}/flats"]["status"]["ledger"]["current"]
+    assert period["heatDelivered"]["meteredKWh"] == pytest.approx(0.03)
+    assert period["heatDelivered"]["registerStartKWh"] == 1000.0
+    assert period["heatDelivered"]["source"] == "metered"
+    assert period["itEnergy"]["kwh"] == pytest.approx(0.04)
+    # ERE of 0.04 kWh IT with 0.03 kWh reused: (0.04 - 0.03) / 0.04; fuel / 0.9, CO2 x 0.202.
+    assert period["ere"] == pytest.approx(0.25)
+    assert period["fuelAvoidedKWh"] == pytest.approx(0.03 / 0.9)
+    assert period["co2AvoidedKg"] == pytest.approx(0.03 / 0.9 * 0.202)
+    conditions = {c["type"]: c for c in api.objects[f"{SITES}/flats"]["status"]["conditions"]}
+    assert conditions["MeterRegistersValid"]["status"] == "True"
+
+
+@pytest.mark.asyncio
+async def test_a_register_going_backwards_is_a_condition_and_never_a_negative_delta() -> None:
+    api = _cluster()
+    memory = _memory(api)
+    for t_s, delivered in ((NOW, 500.0), (NOW + 300, 501.0), (NOW + 600, 300.0)):
+        meter = Meter({"flats": 20.0, "pool": 0.0}, {"flats": _registers(t_s, delivered, 0.0)})
+        await cycle.run_cycle(api, "batch", memory, now_s=t_s, meter_factory=meter)
+
+    status = api.objects[f"{SITES}/flats"]["status"]
+    assert status["ledger"]["current"]["heatDelivered"]["meteredKWh"] == pytest.approx(1.0)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["MeterRegistersValid"]["status"] == "False"
+    assert conditions["MeterRegistersValid"]["reason"] == "RegisterBackwards"
+    assert conditions["MeteringFresh"]["status"] == "True"  # planning still uses the reading
+    assert _value(memory, "heatshift_metering_errors_total", site="flats", kind="backwards") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_register_the_meter_no_longer_has_leaves_no_stale_start_in_status() -> None:
+    api = _cluster()
+    memory = _memory(api)
+    for t_s, it in ((NOW, 2000.0), (NOW + 300, None)):
+        regs = readings.Registers(
+            meter_id="m-1", observed_at_s=t_s, heat_delivered_kwh=1.0, it_energy_kwh=it
+        )
+        meter = Meter({"flats": 20.0, "pool": 0.0}, {"flats": regs})
+        await cycle.run_cycle(api, "batch", memory, now_s=t_s, meter_factory=meter)
+
+    stored = api.objects[f"{SITES}/flats"]["status"]["ledger"]
+    assert "registerStartKWh" not in stored["current"]["itEnergy"]
+    assert "itEnergyKWh" not in stored["meter"]
+    assert stored["current"]["heatDelivered"]["registerStartKWh"] == 1.0

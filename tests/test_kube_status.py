@@ -77,3 +77,61 @@ def test_heat_step(demand_kw: float, tank_kwh: float, delivered: float, dumped: 
 def test_no_reading_no_estimate() -> None:
     rejection = readings.Rejection(site="pool", kind=readings.RejectionKind.NAN, message="NaN")
     assert status.heat_step(_site(), rejection, 10.0, 3600.0) == (0.0, 0.0)
+
+
+def _with_registers(t_s: float, delivered: float, meter: str) -> readings.SiteReading:
+    return readings.SiteReading(
+        site="s",
+        observed_at_s=t_s,
+        demand_kw=5.0,
+        tank_energy_kwh=1.0,
+        tank_capacity_kwh=10.0,
+        tank_source="energy",
+        registers=readings.Registers(
+            meter_id=meter, observed_at_s=t_s, heat_delivered_kwh=delivered
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("second", "reason", "ok"),
+    [
+        ((300.0, 101.0, "m-1"), "RegistersCounted", True),
+        ((300.0, 0.5, "m-1"), "CounterReset", True),
+        ((300.0, 3.0, "m-2"), "MeterReplaced", True),
+        ((300.0, 50.0, "m-1"), "RegisterBackwards", False),
+        ((300.0, 400.0, "m-1"), "RegisterJump", False),
+    ],
+)
+def test_the_meter_registers_condition_says_what_the_ledger_did(
+    second: tuple[float, float, str], reason: str, ok: bool
+) -> None:
+    leafsite = resources.LeafSite.model_validate(kf.leafsite("s"))
+    site = leafsite.spec.to_site("s", model.Resources(cpu=16, memory_gib=64))
+    t0 = 1_767_225_600.0
+    first = _with_registers(t0, 100.0, "m-1")
+    outcome = status.update_ledger(
+        leafsite, site, first, load_kw=1.0, previous=None, now_s=t0, max_step_s=600
+    )
+    written = status.leafsite_status(
+        leafsite, site, first, load_kw=1.0, ledger_outcome=outcome, now_s=t0
+    )
+    leafsite = leafsite.model_copy(update={"status": written})
+    dt, delivered, meter = second
+    later = _with_registers(t0 + dt, delivered, meter)
+    outcome = status.update_ledger(
+        leafsite,
+        site,
+        later,
+        load_kw=1.0,
+        previous=written.ledger,
+        now_s=t0 + dt,
+        max_step_s=600,
+    )
+    after = status.leafsite_status(
+        leafsite, site, later, load_kw=1.0, ledger_outcome=outcome, now_s=t0 + dt
+    )
+    (cond,) = [c for c in after.conditions if c.type == resources.CONDITION_METER_REGISTERS]
+    assert (cond.reason, cond.status.value == "True") == (reason, ok)
+    assert after.ledger is not None
+    assert after.ledger.current.heat_delivered.metered_kwh >= 0.0

@@ -283,6 +283,10 @@ async def test_end_to_end_through_the_reference_servers_gauges() -> None:
     assert isinstance(pool, readings.SiteReading)
     assert pool.tank_energy_kwh == pytest.approx(10.0 + 0.85 * 20.0 * 0.5)
     assert pool.offtaker_available
+    # The meter's registers, read as counters: 20 kW for 30 min is 10 kWh of IT energy.
+    assert pool.registers is not None and pool.registers.meter_id is None
+    assert pool.registers.it_energy_kwh == pytest.approx(10.0)
+    assert pool.registers.heat_delivered_kwh == 0.0
     flats = results["flats"]
     assert isinstance(flats, readings.SiteReading)
     assert flats.demand_kw == 20.0

@@ -12,8 +12,9 @@ EXPECTED = {
     "heatshift_plan_seconds_bucket": ("policy", "le"),
     "heatshift_planner_fallbacks_total": ("policy",),
     "heatshift_metering_errors_total": ("site", "kind"),
-    "heatshift_heat_delivered_kwh_total": ("site",),
-    "heatshift_heat_dumped_kwh_total": ("site",),
+    "heatshift_heat_delivered_joules_total": ("site", "source"),
+    "heatshift_heat_dumped_joules_total": ("site", "source"),
+    "heatshift_it_energy_joules_total": ("site", "source"),
     "heatshift_held_jobs": ("policy",),
 }
 
@@ -24,8 +25,9 @@ def _touch(m: metrics.Metrics) -> None:
     m.plan_seconds.labels(policy="batch").observe(0.3)
     m.planner_fallbacks.labels(policy="batch").inc()
     m.metering_errors.labels(site="pool", kind="stale").inc()
-    m.heat_delivered.labels(site="pool").inc(1.5)
-    m.heat_dumped.labels(site="pool").inc(0.5)
+    m.heat_delivered.labels(site="pool", source="metered").inc(1.5)
+    m.heat_dumped.labels(site="pool", source="estimated").inc(0.5)
+    m.it_energy.labels(site="pool", source="metered").inc(2.5)
     m.held_jobs.labels(policy="batch").set(4)
 
 

@@ -133,6 +133,14 @@ MAX_THERMAL_KW = 100_000.0
 """An offtaker's heat demand or maximum intake, kW (a large district-heating loop)."""
 MAX_TANK_CAPACITY_KWH = 1_000_000.0
 MAX_TEMPERATURE_C = 200.0
+MAX_REGISTER_KWH = 1e12
+"""A cumulative meter register, kWh: a terawatt-hour, more than a leaf site meters in its life."""
+MAX_BACKUP_EFFICIENCY = 6.0
+"""Heat out per unit of fuel (or electricity) in: above 1 only for a heat pump (its COP)."""
+MAX_EMISSION_FACTOR_KG_PER_KWH = 5.0
+"""kg CO2 per kWh of fuel: every fuel and grid is well below (lignite is about 0.4)."""
+MAX_PUE = 5.0
+"""Total facility energy over IT energy: the worst data centres are near 3."""
 MIN_TEMPERATURE_C = -50.0
 MAX_FLOW_M3_PER_H = 10_000.0
 MAX_OBJECTIVE_WEIGHT = 1_000_000.0

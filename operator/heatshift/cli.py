@@ -3,7 +3,8 @@
 ``heatshift simulate`` replays a scenario through the policies and reports (table, JSON,
 plot); ``heatshift bench planner`` times the production planner on a generated snapshot;
 ``heatshift metering-sim`` serves the reference metering API; ``heatshift run`` starts the
-operator; ``heatshift plan --dry-run`` prints the plan the operator would apply now.
+operator; ``heatshift plan --dry-run`` prints the plan the operator would apply now;
+``heatshift report`` prints the heat ledger (:mod:`heatshift.billing`).
 Kopf is imported only by ``run`` and ``plan``, so the other commands start quickly.
 Called by the console script and ``python -m heatshift``. Output goes to stdout,
 progress and errors to stderr; exit status 2 means the input was wrong.
@@ -20,11 +21,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 import pydantic
 
-from heatshift import argtypes, bench, bounds, durations, model
+from heatshift import argtypes, bench, billing, bounds, durations, model, resources
 from heatshift import metrics as metrics_mod
 from heatshift.kube import client as kube_client
 from heatshift.kube import cycle as cycle_mod
@@ -332,6 +333,92 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _leafsites(args: argparse.Namespace) -> list[resources.LeafSite]:
+    from heatshift.kube import login
+
+    async with await login.connect(args.kubeconfig, args.context) as session:
+        found = await session.api.list_objects(cycle_mod.LEAFSITES)
+    out: list[resources.LeafSite] = []
+    for obj in found:
+        body: dict[str, Any] = {
+            k: obj[k] for k in ("apiVersion", "kind", "metadata", "spec", "status") if k in obj
+        }
+        body.setdefault("apiVersion", resources.GROUP_VERSION)
+        body.setdefault("kind", "LeafSite")
+        try:
+            parsed = resources.parse_resource(body)
+        except resources.ResourceError as err:
+            name = (obj.get("metadata") or {}).get("name", "?")
+            sys.stderr.write(f"heatshift report: skipping LeafSite {name}: {err}\n")
+            continue
+        if isinstance(parsed, resources.LeafSite):
+            out.append(parsed)
+    return out
+
+
+def _report(args: argparse.Namespace) -> int:
+    """``heatshift report``: the heat ledger from the cluster or a simulation result."""
+    if args.simulation is not None:
+        if args.period != "current":
+            sys.stderr.write("heatshift report: error: a simulation has one period only\n")
+            return EXIT_USAGE
+        try:
+            doc = json.loads(args.simulation.read_text("utf-8"))
+            rows = billing.rows_from_simulation(doc, args.policy)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            sys.stderr.write(f"heatshift report: error: {args.simulation}: {err}\n")
+            return EXIT_USAGE
+    else:
+        if args.policy is not None:
+            sys.stderr.write("heatshift report: error: --policy applies to --simulation only\n")
+            return EXIT_USAGE
+        try:
+            rows = billing.rows_from_leafsites(asyncio.run(_leafsites(args)), args.period)
+        except kube_client.KubeCredentialError as err:
+            sys.stderr.write(f"heatshift report: error: cannot log in: {err}\n")
+            return EXIT_FAILURE
+        except kube_client.KubeAPIError as err:
+            sys.stderr.write(f"heatshift report: error: the cluster could not be read: {err}\n")
+            return EXIT_FAILURE
+        if not rows:
+            sys.stderr.write(
+                f"heatshift report: no LeafSite has a ledger for the {args.period} period\n"
+            )
+    sys.stdout.write(billing.render(rows, args.format))
+    return EXIT_OK
+
+
+def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "report",
+        help="print the heat ledger per site and for the fleet (table, CSV or JSON, for billing)",
+        description="The heat ledger of each LeafSite (from its status: metered from meter "
+        "registers, or estimated where the meter has none, as each figure says) and of the "
+        "fleet, for the current or the previous period; or, with --simulation, the same "
+        "figures of a 'heatshift simulate --json' result.",
+    )
+    p.add_argument(
+        "--period",
+        choices=("current", "previous"),
+        default="current",
+        help="which ledger period (default: current)",
+    )
+    p.add_argument(
+        "--format", choices=billing.FORMATS, default="table", help="output (default: table)"
+    )
+    p.add_argument(
+        "--simulation",
+        type=Path,
+        metavar="FILE",
+        help="read a 'heatshift simulate --json' result instead of the cluster",
+    )
+    p.add_argument(
+        "--policy", metavar="NAME", help="with --simulation: that policy only (default: all)"
+    )
+    argtypes.add_login_arguments(p)
+    p.set_defaults(handler=_report)
+
+
 def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "simulate",
@@ -586,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metering_sim(commands)
     _add_run(commands)
     _add_plan(commands)
+    _add_report(commands)
     return parser
 
 

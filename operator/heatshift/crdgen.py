@@ -139,6 +139,16 @@ LEAF_SITE = Kind(
         PrinterColumn(
             "Tank-kWh", "number", ".status.tankEnergyKWh", "Energy stored in the tank, kWh.", 1
         ),
+        PrinterColumn(
+            "Delivered-kWh",
+            "number",
+            ".status.heatDeliveredKWh",
+            "Heat delivered this ledger period, kWh.",
+            1,
+        ),
+        PrinterColumn(
+            "ERE", "number", ".status.ledger.current.ere", "Energy Reuse Effectiveness.", 1
+        ),
         AGE,
     ),
 )

@@ -101,12 +101,45 @@ class OfftakerKind(enum.StrEnum):
     OFFICE = "office"
 
 
+class BackupKind(enum.StrEnum):
+    """The heat source an offtaker burns when a leaf site gives it no heat."""
+
+    GAS = "gas"
+    OIL = "oil"
+    ELECTRIC = "electric"
+    DISTRICT = "district"
+
+
+BACKUP_EFFICIENCY: Mapping[BackupKind, float] = {
+    BackupKind.GAS: 0.90,
+    BackupKind.OIL: 0.85,
+    BackupKind.ELECTRIC: 1.00,
+    BackupKind.DISTRICT: 1.00,
+}
+"""Default heat delivered per kWh of fuel: a condensing gas boiler (0.90, net calorific value),
+an oil boiler (0.85), a resistive electric boiler (1.0), a district-heating connection (1.0:
+the heat bought is the heat delivered). A heat pump is ``electric`` with its COP as efficiency."""
+
+EMISSION_FACTOR_KG_PER_KWH: Mapping[BackupKind, float] = {
+    BackupKind.GAS: 0.202,
+    BackupKind.OIL: 0.267,
+    BackupKind.ELECTRIC: 0.250,
+    BackupKind.DISTRICT: 0.150,
+}
+"""Default kg CO2 per kWh of fuel: natural gas 0.202 and heating oil 0.267 (IPCC 2006 default
+combustion factors, 56.1 and 74.1 t/TJ), grid electricity 0.250 (about the EU average of the
+early 2020s), district heat 0.150 (a mixed European network). Override with your supplier's."""
+
+
 class Offtaker(Frozen):
     """The building (or loop) that takes the heat."""
 
     kind: OfftakerKind
     max_thermal_kw: float = Field(
         gt=0.0, le=bounds.MAX_THERMAL_KW, description="Most heat it can take, kW."
+    )
+    backup: BackupKind = Field(
+        default=BackupKind.GAS, description="What it burns for heat the site does not give."
     )
 
 

@@ -47,6 +47,8 @@ CONDITION_METERING_FRESH = "MeteringFresh"
 """LeafSite condition: the last metering reading was valid and younger than the staleness limit."""
 CONDITION_PLANNED = "Planned"
 """HeatPolicy condition: the last planning cycle produced a plan."""
+CONDITION_METER_REGISTERS = "MeterRegistersValid"
+"""LeafSite: whether the meter's cumulative registers were accepted by the ledger."""
 
 
 class ResourceError(ValueError):
@@ -470,6 +472,44 @@ class TankSpec(Schema):
     )
 
 
+class BackupSpec(Schema):
+    """What the offtaker burns for heat this site does not give it: what the heat displaces."""
+
+    kind: model.BackupKind = Field(
+        default=model.BackupKind.GAS,
+        description="The backup heat source: gas, oil, electric or district.",
+    )
+    efficiency: float | None = Field(
+        default=None,
+        gt=0,
+        le=bounds.MAX_BACKUP_EFFICIENCY,
+        description="Heat out per kWh of fuel in (a heat pump: its COP). Default by kind: gas "
+        "0.90, oil 0.85, electric 1.0, district 1.0.",
+    )
+    emission_factor_kg_per_kwh: float | None = Field(
+        default=None,
+        ge=0,
+        le=bounds.MAX_EMISSION_FACTOR_KG_PER_KWH,
+        alias="emissionFactorKgPerKWh",
+        description="kg CO2 per kWh of fuel. Default by kind: gas 0.202, oil 0.267, electric "
+        "0.250, district 0.150.",
+    )
+
+    @property
+    def effective_efficiency(self) -> float:
+        """The efficiency given, else the kind's default."""
+        if self.efficiency is not None:
+            return self.efficiency
+        return model.BACKUP_EFFICIENCY[self.kind]
+
+    @property
+    def effective_emission_factor(self) -> float:
+        """The emission factor given, else the kind's default, kg CO2 per kWh of fuel."""
+        if self.emission_factor_kg_per_kwh is not None:
+            return self.emission_factor_kg_per_kwh
+        return model.EMISSION_FACTOR_KG_PER_KWH[self.kind]
+
+
 class OfftakerSpec(Schema):
     """The building, or heating loop, that takes the heat."""
 
@@ -481,6 +521,47 @@ class OfftakerSpec(Schema):
         le=bounds.MAX_THERMAL_KW,
         alias="maxThermalKW",
         description="Most heat the offtaker can take at once (heat-exchanger limit), kW.",
+    )
+    backup: BackupSpec | None = Field(
+        default=None,
+        description="The offtaker's backup heat source, for fuel and CO2 avoided. Default: gas.",
+    )
+    min_supply_temp_c: float | None = Field(
+        default=None,
+        ge=bounds.MIN_TEMPERATURE_C,
+        le=bounds.MAX_TEMPERATURE_C,
+        alias="minSupplyTempC",
+        description="Contracted minimum supply temperature, °C; the ledger counts the hours "
+        "below it.",
+    )
+
+    @property
+    def effective_backup(self) -> BackupSpec:
+        """The backup given, else gas with its defaults."""
+        return self.backup if self.backup is not None else BackupSpec()
+
+
+class LedgerPeriodKind(enum.StrEnum):
+    """How long one ledger period lasts; periods start at UTC midnight, Monday, the 1st."""
+
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+class LedgerSpec(Schema):
+    """How the site's heat ledger is kept."""
+
+    period: LedgerPeriodKind = Field(
+        default=LedgerPeriodKind.MONTH,
+        description="Billing period of the ledger: day, week or month (UTC).",
+    )
+    pue: float = Field(
+        default=1.0,
+        ge=1,
+        le=bounds.MAX_PUE,
+        description="Power usage effectiveness of the site, total facility energy over IT "
+        "energy; the ledger takes total facility energy as IT energy x pue for ERE.",
     )
 
 
@@ -568,6 +649,25 @@ class PrometheusQueries(Schema):
     return_temp_c: Annotated[str, _PROMQL] | None = Field(
         default=None, alias="returnTempC", description="PromQL: return temperature, °C."
     )
+    heat_delivered_kwh: Annotated[str, _PROMQL] | None = Field(
+        default=None,
+        alias="heatDeliveredKWh",
+        description="PromQL: the meter's cumulative delivered heat register, kWh. Without it "
+        "the ledger estimates the heat delivered.",
+    )
+    it_energy_kwh: Annotated[str, _PROMQL] | None = Field(
+        default=None,
+        alias="itEnergyKWh",
+        description="PromQL: the cumulative IT energy register, kWh (with heatDeliveredKWh).",
+    )
+    heat_dumped_kwh: Annotated[str, _PROMQL] | None = Field(
+        default=None,
+        alias="heatDumpedKWh",
+        description="PromQL: the cumulative dumped heat register, kWh (with heatDeliveredKWh).",
+    )
+    flow_m3_per_h: Annotated[str, _PROMQL] | None = Field(
+        default=None, alias="flowM3PerH", description="PromQL: flow through the meter, m³/h."
+    )
 
 
 class PrometheusMetering(Schema):
@@ -630,6 +730,10 @@ class LeafSiteSpec(Schema):
     tank: TankSpec = Field(description="The buffer tank.")
     offtaker: OfftakerSpec = Field(description="Who takes the heat.")
     metering: MeteringSpec = Field(description="Source of heat demand and tank state.")
+    ledger: LedgerSpec | None = Field(
+        default=None,
+        description="How the heat ledger is kept; default: monthly, pue 1.",
+    )
     staleness_limit: Annotated[str, bounds.STALENESS_LIMIT] = _duration_field(
         "10m",
         "Readings older than this make the site heat-unaware (its heat is worth 0) until "
@@ -669,6 +773,156 @@ class LeafSiteSpec(Schema):
             raise ResourceError(f"LeafSite {name!r}: {err}") from err
 
 
+class LedgerSource(enum.StrEnum):
+    """Where a ledger figure comes from."""
+
+    METERED = "metered"
+    ESTIMATED = "estimated"
+    MIXED = "mixed"
+    NONE = "none"
+
+
+class LedgerQuantity(Schema):
+    """One energy of a ledger period: metered from register deltas, estimated where the
+    meter has no register for it, and the sum."""
+
+    kwh: float = Field(default=0.0, ge=0, description="Metered plus estimated energy, kWh.")
+    metered_kwh: float = Field(
+        default=0.0,
+        ge=0,
+        alias="meteredKWh",
+        description="From register deltas: carriedKWh + (register now - registerStartKWh), kWh.",
+    )
+    estimated_kwh: float = Field(
+        default=0.0,
+        ge=0,
+        alias="estimatedKWh",
+        description="Estimated by heatshift while the meter had no register for it, kWh.",
+    )
+    source: LedgerSource = Field(
+        default=LedgerSource.NONE,
+        description="metered, estimated, mixed (some of each) or none (nothing counted yet).",
+    )
+    register_start_kwh: float | None = Field(
+        default=None,
+        ge=0,
+        le=bounds.MAX_REGISTER_KWH,
+        alias="registerStartKWh",
+        description="Register value where the current metered stretch began: the period's "
+        "start, or the last counter reset or meter replacement, kWh.",
+    )
+    carried_kwh: float = Field(
+        default=0.0,
+        ge=0,
+        alias="carriedKWh",
+        description="Metered in earlier stretches of this period (before a reset or a meter "
+        "replacement), kWh.",
+    )
+
+
+class LedgerPeriod(Schema):
+    """The heat ledger of one billing period."""
+
+    start: datetime.datetime = Field(description="Start of the period (RFC 3339, UTC).")
+    end: datetime.datetime = Field(description="End of the period (RFC 3339, UTC).")
+    it_energy: LedgerQuantity = Field(
+        default_factory=LedgerQuantity, alias="itEnergy", description="IT energy drawn."
+    )
+    heat_delivered: LedgerQuantity = Field(
+        default_factory=LedgerQuantity,
+        alias="heatDelivered",
+        description="Heat delivered to the offtaker (reused energy).",
+    )
+    heat_dumped: LedgerQuantity = Field(
+        default_factory=LedgerQuantity,
+        alias="heatDumped",
+        description="Heat dumped through the dry cooler.",
+    )
+    hours_dumped_while_wanted: float = Field(
+        default=0.0,
+        ge=0,
+        alias="hoursDumpedWhileWanted",
+        description="Hours in which heat was dumped while the offtaker wanted heat.",
+    )
+    hours_below_min_supply_temp: float | None = Field(
+        default=None,
+        ge=0,
+        alias="hoursBelowMinSupplyTemp",
+        description="Hours the supply temperature was below the contracted minimum (only "
+        "with offtaker.minSupplyTempC).",
+    )
+    ere: float | None = Field(
+        default=None,
+        description="Energy Reuse Effectiveness: (IT energy x pue - heat delivered) / IT "
+        "energy; absent while no IT energy is counted.",
+    )
+    fuel_avoided_kwh: float = Field(
+        default=0.0,
+        ge=0,
+        alias="fuelAvoidedKWh",
+        description="Fuel the backup did not burn: heat delivered / backup efficiency, kWh.",
+    )
+    co2_avoided_kg: float = Field(
+        default=0.0,
+        ge=0,
+        alias="co2AvoidedKg",
+        description="CO2 the backup did not emit: fuel avoided x emission factor, kg.",
+    )
+    meter_id: str | None = Field(
+        default=None,
+        max_length=253,
+        alias="meterId",
+        description="The meter whose registers the period's metered figures come from.",
+    )
+
+
+class MeterRegisters(Schema):
+    """The last register values the ledger accepted from the site's meter."""
+
+    meter_id: str | None = Field(
+        default=None, max_length=253, alias="meterId", description="The meter's identity."
+    )
+    observed_at: datetime.datetime = Field(
+        alias="observedAt", description="When the registers were read (RFC 3339)."
+    )
+    it_energy_kwh: float | None = Field(
+        default=None,
+        ge=0,
+        le=bounds.MAX_REGISTER_KWH,
+        alias="itEnergyKWh",
+        description="IT energy register, kWh.",
+    )
+    heat_delivered_kwh: float | None = Field(
+        default=None,
+        ge=0,
+        le=bounds.MAX_REGISTER_KWH,
+        alias="heatDeliveredKWh",
+        description="Delivered heat register, kWh.",
+    )
+    heat_dumped_kwh: float | None = Field(
+        default=None,
+        ge=0,
+        le=bounds.MAX_REGISTER_KWH,
+        alias="heatDumpedKWh",
+        description="Dumped heat register, kWh.",
+    )
+
+
+class LedgerStatus(Schema):
+    """The site's heat ledger: this period and the last, and the registers it counts from.
+    Rebuilt from these values and the meter's registers after a restart."""
+
+    period: LedgerPeriodKind = Field(description="Length of a period: day, week or month.")
+    updated_at: datetime.datetime = Field(
+        alias="updatedAt", description="When the ledger was last brought up to date."
+    )
+    meter: MeterRegisters | None = Field(
+        default=None, description="The last accepted meter registers; absent without any."
+    )
+    current: LedgerPeriod = Field(description="The period now running.")
+    previous: LedgerPeriod | None = Field(default=None, description="The period before it.")
+
+
 class LeafSiteStatus(Schema):
     """What the operator last observed at the site. Written by the operator only."""
 
@@ -692,13 +946,13 @@ class LeafSiteStatus(Schema):
         default=None,
         ge=0,
         alias="heatDeliveredKWh",
-        description="Heat delivered to the offtaker since the operator started tracking, kWh.",
+        description="Heat delivered to the offtaker this ledger period (ledger.current), kWh.",
     )
     heat_dumped_kwh: float | None = Field(
         default=None,
         ge=0,
         alias="heatDumpedKWh",
-        description="Heat dumped through the dry cooler since tracking started, kWh.",
+        description="Heat dumped through the dry cooler this ledger period, kWh.",
     )
     metering_observed_at: datetime.datetime | None = Field(
         alias="meteringObservedAt",
@@ -716,6 +970,23 @@ class LeafSiteStatus(Schema):
         default=None,
         description="True while readings are valid and fresh; when false the site's heat is "
         "worth 0 and jobs are placed as a heat-unaware scheduler would.",
+    )
+    supply_temp_c: float | None = Field(
+        default=None,
+        ge=bounds.MIN_TEMPERATURE_C,
+        le=bounds.MAX_TEMPERATURE_C,
+        alias="supplyTempC",
+        description="Supply temperature of the last valid reading, °C.",
+    )
+    return_temp_c: float | None = Field(
+        default=None,
+        ge=bounds.MIN_TEMPERATURE_C,
+        le=bounds.MAX_TEMPERATURE_C,
+        alias="returnTempC",
+        description="Return temperature of the last valid reading, °C.",
+    )
+    ledger: LedgerStatus | None = Field(
+        default=None, description="The heat ledger: metered and estimated energy per period."
     )
     conditions: tuple[Condition, ...] = _conditions_field()
 

@@ -290,14 +290,15 @@ def releases_for(
 @dataclasses.dataclass
 class Memory:
     """What the operator remembers between cycles (per process; rebuilt after a restart
-    from the totals in status)."""
+    from the totals and the ledger in status)."""
 
     recorder: events.Recorder
     metrics: metrics_mod.Metrics
     released: dict[str, int] = dataclasses.field(default_factory=dict)
     deadline_forced: dict[str, int] = dataclasses.field(default_factory=dict)
-    heat: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
-    heat_at_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    ledgers: dict[str, resources.LedgerStatus] = dataclasses.field(default_factory=dict)
+    """The ledger last written per site: newer than a status read before another policy's
+    cycle wrote it, so a stretch of time is counted once however many policies cover a site."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -604,37 +605,52 @@ async def _write_site_status(
     if isinstance(result, readings.Rejection):
         m.metering_errors.labels(site=site.name, kind=result.kind.value).inc()
     load = status_mod.it_load_kw(site, built.snapshot.running)
-    old = leafsite.status or resources.LeafSiteStatus()
-    delivered, dumped = memory.heat.setdefault(
-        site.name, (old.heat_delivered_kwh or 0.0, old.heat_dumped_kwh or 0.0)
-    )
-    # Count each stretch of time once, however many policies cover the site; a long gap
-    # (operator down) is not filled in with a guess.
-    last = memory.heat_at_s.get(site.name, now_s)
-    step = min(max(now_s - last, 0.0), 2 * interval_s)
-    d_kwh, x_kwh = status_mod.heat_step(site, result, load, step)
-    memory.heat[site.name] = (delivered + d_kwh, dumped + x_kwh)
-    memory.heat_at_s[site.name] = now_s
-    m.heat_delivered.labels(site=site.name).inc(d_kwh)
-    m.heat_dumped.labels(site=site.name).inc(x_kwh)
-    status = status_mod.leafsite_status(
+    # A long gap (operator down) is not filled in with a guess; registers count it anyway.
+    outcome = status_mod.update_ledger(
         leafsite,
         site,
         result,
         load_kw=load,
-        delivered_kwh=delivered + d_kwh,
-        dumped_kwh=dumped + x_kwh,
+        previous=status_mod.newest_ledger(leafsite, memory.ledgers.get(site.name)),
         now_s=now_s,
+        max_step_s=2 * interval_s,
     )
-    await patch_status(api, LEAFSITES, site.name, status)
+    memory.ledgers[site.name] = outcome.ledger
+    if outcome.problem is not None:
+        m.metering_errors.labels(site=site.name, kind=outcome.problem.value).inc()
+    backup = leafsite.spec.offtaker.effective_backup
+    m.record_site(
+        site.name,
+        outcome,
+        result if isinstance(result, readings.SiteReading) else None,
+        it_power_watts=load * 1000.0,
+        backup_efficiency=backup.effective_efficiency,
+        emission_factor_kg_per_kwh=backup.effective_emission_factor,
+    )
+    status = status_mod.leafsite_status(
+        leafsite, site, result, load_kw=load, ledger_outcome=outcome, now_s=now_s
+    )
+    # The ledger whole: a figure it dropped (a register the meter no longer has) must go.
+    await patch_status(api, LEAFSITES, site.name, status, whole=("ledger",))
 
 
 async def patch_status(
-    api: client.KubeApi, collection: str, name: str, status: pydantic.BaseModel
+    api: client.KubeApi,
+    collection: str,
+    name: str,
+    status: pydantic.BaseModel,
+    *,
+    whole: Sequence[str] = (),
 ) -> None:
     """Merge ``status`` into the object's status subresource; failures are logged only,
-    since status is rewritten every cycle."""
+    since status is rewritten every cycle. The ``whole`` fields (by their YAML names) are
+    written with their nulls, which a merge patch takes as "remove": what they no longer
+    hold does not linger from an earlier write."""
     body = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    full = status.model_dump(mode="json", by_alias=True)
+    for key in whole:
+        if full.get(key) is not None:
+            body["status"][key] = full[key]
     try:
         await api.patch(f"{collection}/{name}/status", body)
     except client.KubeAPIError as err:

@@ -68,6 +68,10 @@ def default_source(
                 tank_capacity_kwh=q.tank_capacity_kwh,
                 supply_temp_c=q.supply_temp_c,
                 return_temp_c=q.return_temp_c,
+                heat_delivered_kwh=q.heat_delivered_kwh,
+                it_energy_kwh=q.it_energy_kwh,
+                heat_dumped_kwh=q.heat_dumped_kwh,
+                flow_m3_per_h=q.flow_m3_per_h,
             )
             for site, q in queries.items()
         },

@@ -6,6 +6,9 @@
   its IT load and its latest reading, with the simulator's physics
   (:func:`heatshift.thermal.exchange_heat`): served up to demand, stored while the tank has
   room, dumped beyond. Without a valid reading nothing is counted: it would be a guess.
+- :func:`update_ledger` brings the site's heat ledger (:mod:`heatshift.ledger`) up to date
+  from the reading's meter registers, with :func:`heat_step` and the IT load as the estimates
+  where the meter has no register.
 - :func:`leafsite_status` and :func:`policy_status` build the validated status models.
 
 Called by :mod:`heatshift.kube.cycle`; the results are written to the ``status`` subresource.
@@ -16,7 +19,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 
-from heatshift import model, resources, thermal
+from heatshift import ledger, model, resources, thermal
 from heatshift.metering import readings
 
 Result = readings.SiteReading | readings.Rejection
@@ -103,24 +106,105 @@ def heat_step(
     return flows.delivered_kwh, flows.dumped_kwh
 
 
+def newest_ledger(
+    leafsite: resources.LeafSite, remembered: resources.LedgerStatus | None
+) -> resources.LedgerStatus | None:
+    """The more recent of the ledger in the LeafSite's status and the one this process last
+    wrote (status read by the cycle may predate another policy's write of the same site)."""
+    stored = leafsite.status.ledger if leafsite.status is not None else None
+    if remembered is None:
+        return stored
+    if stored is None or remembered.updated_at >= stored.updated_at:
+        return remembered
+    return stored
+
+
+def update_ledger(
+    leafsite: resources.LeafSite,
+    site: model.Site,
+    result: Result,
+    *,
+    load_kw: float,
+    previous: resources.LedgerStatus | None,
+    now_s: float,
+    max_step_s: float,
+) -> ledger.Outcome:
+    """The site's ledger brought up to ``now_s``: metered from the reading's registers,
+    estimated (IT energy from the load, heat from :func:`heat_step`) where it has none."""
+    settings = ledger.Settings.for_site(leafsite.spec, site, max_step_s=max_step_s, load_kw=load_kw)
+    step_s = ledger.step_seconds(previous, now_s, max_step_s)
+    delivered, dumped = heat_step(site, result, load_kw, step_s)
+    estimate = {
+        ledger.Energy.IT: load_kw * step_s / 3600.0,
+        ledger.Energy.DELIVERED: delivered,
+        ledger.Energy.DUMPED: dumped,
+    }
+    reading = result if isinstance(result, readings.SiteReading) else None
+    return ledger.advance(previous, ledger.Observation(reading, estimate), settings, now_s=now_s)
+
+
+def _register_condition(
+    conditions: tuple[resources.Condition, ...],
+    result: Result,
+    outcome: ledger.Outcome,
+    now_s: float,
+    generation: int | None,
+) -> tuple[resources.Condition, ...]:
+    """``MeterRegistersValid``: whether the meter's registers were counted, and if not why
+    (absent for a meter that never reported registers)."""
+    if isinstance(result, readings.Rejection):
+        return conditions  # nothing was learnt about the registers
+    ok, reason, message = True, "RegistersCounted", "the meter's registers were counted"
+    rejected = result.registers_rejection
+    if rejected is not None:
+        ok, reason = False, rejected.condition_reason.replace("Reading", "Register")
+        message = f"{rejected.message}; this reading's registers are not counted"
+    elif outcome.problem is ledger.Problem.BACKWARDS:
+        ok, reason = False, "RegisterBackwards"
+        message = f"{outcome.message}; the ledger keeps counting from the last good registers"
+    elif outcome.problem is ledger.Problem.JUMP:
+        ok, reason = False, "RegisterJump"
+        message = f"{outcome.message}; the ledger keeps counting from the last good registers"
+    elif result.registers is None:
+        if not any(c.type == resources.CONDITION_METER_REGISTERS for c in conditions):
+            return conditions  # a meter that never had registers: the ledger says estimated
+        ok, reason = False, "NoRegisters"
+        message = "the meter reports no registers: the ledger is estimated"
+    elif outcome.replaced:
+        reason, message = "MeterReplaced", "a new meter id: its registers start a new count"
+    elif outcome.reset:
+        reason, message = "CounterReset", "a register restarted from 0: counted from the reset"
+    return set_condition(
+        conditions,
+        type_=resources.CONDITION_METER_REGISTERS,
+        ok=ok,
+        reason=reason,
+        message=message,
+        now_s=now_s,
+        generation=generation,
+    )
+
+
 def leafsite_status(
     leafsite: resources.LeafSite,
     site: model.Site,
     result: Result,
     *,
     load_kw: float,
-    delivered_kwh: float,
-    dumped_kwh: float,
+    ledger_outcome: ledger.Outcome,
     now_s: float,
 ) -> resources.LeafSiteStatus:
-    """The site's status after a cycle: readings, load, heat totals and conditions."""
+    """The site's status after a cycle: readings, load, the ledger and conditions."""
     old = leafsite.status or resources.LeafSiteStatus()
     gen = leafsite.metadata.generation
     conditions = _ready(old.conditions, "Planned", "the site is valid and in use", now_s, gen)
+    conditions = _register_condition(conditions, result, ledger_outcome, now_s, gen)
+    current = ledger_outcome.ledger.current
     fields: dict[str, object] = {
         "itLoadKW": round(load_kw, 3),
-        "heatDeliveredKWh": round(delivered_kwh, 3),
-        "heatDumpedKWh": round(dumped_kwh, 3),
+        "heatDeliveredKWh": round(current.heat_delivered.kwh, 3),
+        "heatDumpedKWh": round(current.heat_dumped.kwh, 3),
+        "ledger": ledger_outcome.ledger,
     }
     if isinstance(result, readings.Rejection):
         conditions = set_condition(
@@ -143,6 +227,8 @@ def leafsite_status(
             ("demandKW", old.demand_kw),
             ("tankEnergyKWh", old.tank_energy_kwh),
             ("tankPercent", old.tank_percent),
+            ("supplyTempC", old.supply_temp_c),
+            ("returnTempC", old.return_temp_c),
         ):
             if value is not None:
                 fields[key] = value
@@ -168,6 +254,8 @@ def leafsite_status(
                     result.observed_at_s, tz=datetime.UTC
                 ),
                 "meteringAgeSeconds": round(max(now_s - result.observed_at_s, 0.0), 1),
+                "supplyTempC": result.supply_temp_c,
+                "returnTempC": result.return_temp_c,
             }
         )
     fields["conditions"] = conditions

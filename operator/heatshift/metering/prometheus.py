@@ -1,7 +1,8 @@
 """Readings from Prometheus: one PromQL instant query per quantity and site.
 
 Owns the mapping from a LeafSite's PromQL queries (``spec.metering.prometheus.queries``:
-demandKW, tankEnergyKWh, optional tankCapacityKWh, supplyTempC, returnTempC) to the metering
+demandKW, tankEnergyKWh, optional tankCapacityKWh, supplyTempC, returnTempC, flowM3PerH and the
+cumulative registers heatDeliveredKWh, itEnergyKWh, heatDumpedKWh) to the metering
 API's raw reading shape, which then goes through the same validation as an HTTP reading
 (:func:`heatshift.metering.readings.validate_with`). Each query must return one sample: an
 empty vector is a missing value, several series are malformed, a scalar is its value.
@@ -131,6 +132,11 @@ class SiteQueries(model.Frozen):
     return_temp_c: str | None = None
     offtaker_available: str | None = None
     """1 when the offtaker can take heat, 0 when not; without it the offtaker is available."""
+    heat_delivered_kwh: str | None = None
+    """The meter's cumulative delivered heat register; the other registers need it."""
+    it_energy_kwh: str | None = None
+    heat_dumped_kwh: str | None = None
+    flow_m3_per_h: str | None = None
 
     @classmethod
     def for_reference_server(cls, site: str) -> SiteQueries:
@@ -147,6 +153,10 @@ class SiteQueries(model.Frozen):
             supply_temp_c=gauge("supply_temp_c"),
             return_temp_c=gauge("return_temp_c"),
             offtaker_available=gauge("offtaker_available"),
+            heat_delivered_kwh=gauge("heat_delivered_kwh_total"),
+            it_energy_kwh=gauge("it_energy_kwh_total"),
+            heat_dumped_kwh=gauge("heat_dumped_kwh_total"),
+            flow_m3_per_h=gauge("flow_m3_per_h"),
         )
 
 
@@ -260,6 +270,21 @@ class PrometheusMeteringSource:
             raise errors.MeteringMalformed(
                 f"PromQL for offtaker availability gave {available}, expected 0 or 1"
             )
+        flow = await value(q.flow_m3_per_h, "flow")
+        if flow is not None:
+            raw["flowM3PerH"] = flow
+        delivered = await value(q.heat_delivered_kwh, "delivered heat register")
+        if delivered is not None:
+            # Prometheus knows no meter id: a reset or a new meter shows as a drop to about 0.
+            registers: dict[str, object] = {"heatDeliveredKWh": delivered}
+            for key, query, label in (
+                ("itEnergyKWh", q.it_energy_kwh, "IT energy register"),
+                ("heatDumpedKWh", q.heat_dumped_kwh, "dumped heat register"),
+            ):
+                x = await value(query, label)
+                if x is not None:
+                    registers[key] = x
+            raw["registers"] = registers
         # The oldest sample dates the whole reading: it is as fresh as its stalest part. Every
         # time is within bounds (parse_sample checked it), so formatting cannot overflow.
         raw["observedAt"] = readings.format_time(min(times))

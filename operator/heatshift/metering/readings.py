@@ -92,6 +92,17 @@ class ForecastPayload(TypedDict):
     demandKW: list[float]
 
 
+class RegistersPayload(TypedDict):
+    """A heat meter's cumulative registers (EN 1434 / MID style): they only ever grow, but
+    for a reset to 0 or a new meter (another ``meterId``)."""
+
+    heatDeliveredKWh: float
+    meterId: NotRequired[str]
+    observedAt: NotRequired[str]
+    itEnergyKWh: NotRequired[float]
+    heatDumpedKWh: NotRequired[float]
+
+
 class ReadingPayload(TypedDict):
     """One site's reading, as ``GET /v1/sites/{siteId}/reading`` returns it."""
 
@@ -103,6 +114,8 @@ class ReadingPayload(TypedDict):
     returnTempC: float
     offtakerAvailable: bool
     forecast: NotRequired[ForecastPayload]
+    flowM3PerH: NotRequired[float]
+    registers: NotRequired[RegistersPayload]
 
 
 class SiteErrorPayload(TypedDict):
@@ -146,6 +159,8 @@ class RejectionKind(enum.StrEnum):
     STALE = "stale"
     MALFORMED = "malformed"
     UNAVAILABLE = "unavailable"
+    BACKWARDS = "backwards"
+    JUMP = "jump"
 
 
 _CONDITION_REASONS = {
@@ -156,6 +171,8 @@ _CONDITION_REASONS = {
     RejectionKind.STALE: "ReadingStale",
     RejectionKind.MALFORMED: "ReadingMalformed",
     RejectionKind.UNAVAILABLE: "MeteringUnavailable",
+    RejectionKind.BACKWARDS: "RegisterBackwards",
+    RejectionKind.JUMP: "RegisterJump",
 }
 
 
@@ -192,6 +209,18 @@ class ReadingLimits(model.Frozen):
         )
 
 
+class Registers(model.Frozen):
+    """A meter's cumulative registers, validated one by one (finite, not negative, within
+    :data:`heatshift.bounds.MAX_REGISTER_KWH`). Whether they moved plausibly since the last
+    reading is the ledger's check (:mod:`heatshift.ledger`), which knows the last reading."""
+
+    meter_id: str | None = Field(default=None, description="The meter's identity, if given.")
+    observed_at_s: float = Field(description="When the registers were read, Unix seconds.")
+    heat_delivered_kwh: float = Field(ge=0.0, description="Delivered heat register, kWh.")
+    it_energy_kwh: float | None = Field(default=None, ge=0.0, description="IT energy, kWh.")
+    heat_dumped_kwh: float | None = Field(default=None, ge=0.0, description="Dumped, kWh.")
+
+
 class SiteReading(model.Frozen):
     """A validated reading. Values are as measured (within tolerance), not yet capped."""
 
@@ -213,6 +242,16 @@ class SiteReading(model.Frozen):
     )
     warnings: tuple[str, ...] = Field(
         default=(), description="Things that did not reject the reading, e.g. a dropped forecast."
+    )
+    flow_m3_per_h: float | None = Field(
+        default=None, ge=0.0, description="Water flow through the heat meter, m³/h."
+    )
+    registers: Registers | None = Field(
+        default=None, description="The meter's cumulative registers, if it has them."
+    )
+    registers_rejection: Rejection | None = Field(
+        default=None,
+        description="Why the registers were dropped (the rest of the reading stays usable).",
     )
 
 
@@ -550,6 +589,47 @@ def _forecast(raw: object, limits: ReadingLimits) -> model.DemandSeries:
         raise _Reject(RejectionKind.OUT_OF_RANGE, model.validation_reason(err)) from None
 
 
+def _register(raw: Mapping[object, object], key: str, label: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    x = _amount(value, label, "kWh")
+    if x > bounds.MAX_REGISTER_KWH:
+        raise _Reject(
+            RejectionKind.OUT_OF_RANGE,
+            f"{label} {_num(x)} kWh exceeds {_num(bounds.MAX_REGISTER_KWH)} kWh",
+        )
+    return x
+
+
+def _registers(raw: object, observed_s: float, limits: ReadingLimits, now_s: float) -> Registers:
+    """A meter's registers, each checked on its own; their own read time, if given, is
+    checked for staleness like a reading's."""
+    if not isinstance(raw, Mapping):
+        raise _Reject(
+            RejectionKind.MALFORMED, f"registers is not an object (got {_json_kind(raw)})"
+        )
+    meter_id = raw.get("meterId")
+    if meter_id is not None and (not isinstance(meter_id, str) or not 0 < len(meter_id) <= 253):
+        raise _Reject(RejectionKind.MALFORMED, "meter id is not a string of 1 to 253 characters")
+    read_s = observed_s
+    if raw.get("observedAt") is not None:
+        read_s = _time(raw["observedAt"], "register read time")
+        _check_fresh(read_s, now_s, limits)
+    delivered = _register(raw, "heatDeliveredKWh", "delivered heat register")
+    if delivered is None:
+        raise _Reject(
+            RejectionKind.MISSING, "delivered heat register is missing (heatDeliveredKWh)"
+        )
+    return Registers(
+        meter_id=meter_id,
+        observed_at_s=read_s,
+        heat_delivered_kwh=delivered,
+        it_energy_kwh=_register(raw, "itEnergyKWh", "IT energy register"),
+        heat_dumped_kwh=_register(raw, "heatDumpedKWh", "dumped heat register"),
+    )
+
+
 def validate_reading(
     raw: object,
     *,
@@ -628,7 +708,21 @@ def validate_with(
                 forecast = _forecast(raw_forecast, limits)
             except _Reject as bad:
                 warnings.append(f"forecast dropped: {bad.message}")
+        flow: float | None = None
+        if raw.get("flowM3PerH") is not None:
+            flow = _amount(raw["flowM3PerH"], "flow", "m³/h")
+        registers: Registers | None = None
+        registers_rejection: Rejection | None = None
+        if raw.get("registers") is not None:
+            # Bad registers cost the ledger its metered figures, not the planner its reading.
+            try:
+                registers = _registers(raw["registers"], observed_s, limits, now_s)
+            except _Reject as bad:
+                registers_rejection = Rejection(site=name, kind=bad.kind, message=bad.message)
         return SiteReading(
+            flow_m3_per_h=flow,
+            registers=registers,
+            registers_rejection=registers_rejection,
             site=name,
             observed_at_s=observed_s,
             demand_kw=demand,

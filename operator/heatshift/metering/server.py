@@ -6,11 +6,16 @@ scenario's demand series at the server's clock (scenario time = start offset + (
 start) x speed; past the scenario's end the series starts over), capped at the offtaker's
 rating; its tank evolves with :func:`heatshift.thermal.exchange_heat` from the IT power running
 there, which comes from a pluggable :class:`LoadSource` (idle power unless told otherwise).
+Each site has a heat meter whose cumulative registers (IT energy, heat delivered, heat dumped,
+kWh) integrate that same power over time, so they advance with the load placed on the site.
 
 Besides the contract (``/v1/sites``, ``/v1/sites/{siteId}/reading``, ``/v1/readings``):
 
-- ``POST /v1/admin/faults`` ``{"site": "...", "mode": "nan|negative|stale|down|unavailable|none"}``
-  makes a site's readings faulty until reset with ``none`` (for tests and e2e).
+- ``POST /v1/admin/faults`` ``{"site": "...", "mode": "..."}`` (``nan``, ``negative``,
+  ``stale``, ``down``, ``unavailable``, ``backwards``) makes a site's readings faulty until
+  reset with ``none`` (for tests and e2e).
+- ``POST /v1/admin/meter`` ``{"site": "...", "action": "reset|replace"}`` resets a site's
+  registers to 0, or replaces its meter (a new ``meterId``, registers from 0).
 - ``POST /v1/admin/load`` ``{"site": "...", "watts": 12000}`` sets a site's IT power, overriding
   the load source; ``"watts": null`` hands it back to the load source.
 - ``GET /metrics``: the readings as Prometheus gauges (``heatshift_meter_heat_demand_kw{site}``,
@@ -64,6 +69,8 @@ DEFAULT_PORT = 8080
 DEFAULT_TICK_S = 1.0
 """How often (wall seconds) the tanks are brought up to date between requests, so the load
 of each moment is the one that heats them."""
+WATER_KWH_PER_M3_K = 1.163
+"""Heat one cubic metre of water carries per kelvin: 1000 kg x 4.186 kJ/(kg K) / 3600."""
 STALE_AGE_S = 86400.0
 """How old a reading claims to be under the ``stale`` fault: older than any sane limit."""
 MAX_CATCH_UP_S = 30 * 86400.0
@@ -133,6 +140,14 @@ class FaultMode(enum.StrEnum):
     STALE = "stale"  # observedAt a day in the past
     DOWN = "down"  # no reading at all: 503 for the site, absent from /v1/readings and /metrics
     UNAVAILABLE = "unavailable"  # offtakerAvailable is false
+    BACKWARDS = "backwards"  # the registers read half their value: a meter going backwards
+
+
+class MeterAction(enum.StrEnum):
+    """What can be done to a site's meter, once."""
+
+    RESET = "reset"  # its registers restart from 0, same meter id
+    REPLACE = "replace"  # a new meter (a new id), registers from 0
 
 
 @dataclasses.dataclass
@@ -146,7 +161,15 @@ class _Meter:
     override_watts: float | None = None
     delivered_kwh: float = 0.0
     dumped_kwh: float = 0.0
+    it_energy_kwh: float = 0.0
+    delivered_kw: float = 0.0
+    """Heat delivered over the last update, kW (what the flow is derived from)."""
+    meter_serial: int = 1
     fault: FaultMode = FaultMode.NONE
+
+    @property
+    def meter_id(self) -> str:
+        return f"{self.site.name}-meter-{self.meter_serial}"
 
 
 class UnknownSite(KeyError):
@@ -245,6 +268,7 @@ class MeterSimulation:
                     end = min(boundary, target)
                     hours = (end - t) / model.SECONDS_PER_HOUR
                     for meter in self._meters.values():
+                        meter.it_energy_kwh += meter.it_watts / 1000.0 * hours
                         flows = thermal.exchange_heat(
                             meter.site.tank,
                             meter.energy_kwh,
@@ -255,6 +279,7 @@ class MeterSimulation:
                         meter.energy_kwh = flows.energy_after_kwh
                         meter.delivered_kwh += flows.delivered_kwh
                         meter.dumped_kwh += flows.dumped_kwh
+                        meter.delivered_kw = flows.delivered_kwh / hours if hours > 0 else 0.0
                     t = end
                 self._t_s = target
             self._wall_s = max(self._wall_s, wall)
@@ -273,6 +298,25 @@ class MeterSimulation:
         meter.override_watts = watts
         if watts is not None:
             meter.it_watts = watts
+
+    async def act_on_meter(self, site: str, action: MeterAction) -> None:
+        """Reset a site's registers to 0, or put in a new meter (a new id, from 0)."""
+        meter = self._meter(site)
+        await self.advance()  # the time so far is counted on the old registers
+        meter.it_energy_kwh = meter.delivered_kwh = meter.dumped_kwh = 0.0
+        if action is MeterAction.REPLACE:
+            meter.meter_serial += 1
+
+    def registers(self, site: str) -> readings.RegistersPayload:
+        """The site's cumulative registers as of the last update, with its fault applied."""
+        meter = self._meter(site)
+        scale = 0.5 if meter.fault is FaultMode.BACKWARDS else 1.0
+        return {
+            "meterId": meter.meter_id,
+            "heatDeliveredKWh": round(meter.delivered_kwh * scale, 6),
+            "itEnergyKWh": round(meter.it_energy_kwh * scale, 6),
+            "heatDumpedKWh": round(meter.dumped_kwh * scale, 6),
+        }
 
     def is_down(self, site: str) -> bool:
         return self._meter(site).fault is FaultMode.DOWN
@@ -305,6 +349,13 @@ class MeterSimulation:
             "supplyTempC": round(supply_c, 2),
             "returnTempC": return_c,
             "offtakerAvailable": available,
+            # Water carries 1.163 kWh per m³ and kelvin: the flow that moves the heat delivered.
+            "flowM3PerH": round(
+                meter.delivered_kw / (WATER_KWH_PER_M3_K * (supply_c - return_c)), 4
+            )
+            if supply_c > return_c
+            else 0.0,
+            "registers": self.registers(site),
         }
         forecast = self._forecast(meter) if self._forecast_horizon_s > 0 else None
         if forecast is not None:
@@ -352,23 +403,34 @@ class MeterSimulation:
         ret = gauge("return_temp_c", "Return temperature from the building, °C.")
         available = gauge("offtaker_available", "1 when the offtaker can take heat, else 0.")
         power = gauge("it_power_watts", "IT power drawn at the site, W.")
+        # The meter's registers, in the contract's unit: a Prometheus metering source reads
+        # them as they are (heatDeliveredKWh, ...). Absent while the meter is down.
         delivered = metrics_core.CounterMetricFamily(
             "heatshift_meter_heat_delivered_kwh",
-            "Heat delivered to the offtaker since the server started, kWh.",
+            "Delivered heat register of the meter, kWh.",
             labels=["site"],
         )
         dumped = metrics_core.CounterMetricFamily(
             "heatshift_meter_heat_dumped_kwh",
-            "Heat dumped through the dry cooler since the server started, kWh.",
+            "Dumped heat register of the meter, kWh.",
             labels=["site"],
         )
+        it_energy = metrics_core.CounterMetricFamily(
+            "heatshift_meter_it_energy_kwh",
+            "IT energy register of the meter, kWh.",
+            labels=["site"],
+        )
+        flow = gauge("flow_m3_per_h", "Water flow through the heat meter, m³/h.")
         for name, meter in self._meters.items():
             power.add_metric([name], meter.it_watts)
-            delivered.add_metric([name], meter.delivered_kwh)
-            dumped.add_metric([name], meter.dumped_kwh)
             if meter.fault is FaultMode.DOWN:
                 continue
             r = self.reading(name)
+            regs = self.registers(name)
+            delivered.add_metric([name], regs["heatDeliveredKWh"])
+            dumped.add_metric([name], regs.get("heatDumpedKWh", 0.0))
+            it_energy.add_metric([name], regs.get("itEnergyKWh", 0.0))
+            flow.add_metric([name], r.get("flowM3PerH", 0.0))
             demand.add_metric([name], r["heatDemandKW"])
             energy.add_metric([name], meter.energy_kwh)
             capacity.add_metric([name], meter.site.tank.capacity_kwh)
@@ -380,7 +442,20 @@ class MeterSimulation:
             "Scenario time of the last update, seconds from the scenario start.",
             value=self._t_s,
         )
-        return [demand, energy, capacity, supply, ret, available, power, delivered, dumped, clock]
+        return [
+            demand,
+            energy,
+            capacity,
+            supply,
+            ret,
+            available,
+            power,
+            delivered,
+            dumped,
+            it_energy,
+            flow,
+            clock,
+        ]
 
 
 class _Collector(prom_registry.Collector):
@@ -442,6 +517,7 @@ class MeteringServer:
         app.router.add_get("/v1/readings", self._readings)
         app.router.add_post("/v1/admin/faults", self._faults)
         app.router.add_post("/v1/admin/load", self._load)
+        app.router.add_post("/v1/admin/meter", self._meter_action)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/openapi.yaml", self._contract)
         app.router.add_get("/healthz", self._health)
@@ -582,6 +658,20 @@ class MeteringServer:
         await self.sim.set_load(site, None if watts is None else float(watts))
         logger.info("metering-sim load site=%s watts=%s", site, watts)
         return web.json_response({"site": site, "watts": watts})
+
+    async def _meter_action(self, request: web.Request) -> web.Response:
+        body = await self._json_object(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            action = MeterAction(str(body.get("action")))
+        except ValueError:
+            actions = ", ".join(a.value for a in MeterAction)
+            return _error(400, "BadRequest", f"action must be one of {actions}")
+        site = str(body["site"])
+        await self.sim.act_on_meter(site, action)
+        logger.info("metering-sim meter site=%s action=%s", site, action.value)
+        return web.json_response({"site": site, "action": action.value})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         await self.sim.advance()

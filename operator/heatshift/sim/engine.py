@@ -32,9 +32,9 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from heatshift import model, thermal
+from heatshift import ledger, model, thermal
 from heatshift.planner import policies
 from heatshift.sim import scenario as scenario_mod
 
@@ -131,6 +131,34 @@ class SimResult:
     """Extra decisions made mid-step for arrivals that could not wait."""
     plan_seconds: tuple[float, ...]
     """Wall time of each ``decide()`` call."""
+    backups: Mapping[str, model.BackupKind] = field(default_factory=dict)
+    """Each site's offtaker's backup heat source (gas where not given)."""
+
+    def site_ledger(self) -> dict[str, dict[str, float | None]]:
+        """Per site, the heat ledger's figures over the run (see :mod:`heatshift.ledger`).
+
+        ``ere`` reuses the heat recovered in the run that reached the building (the tanks'
+        start-of-run energy is not reuse); fuel and CO2 count all heat delivered, since all
+        of it is heat the backup did not make. Defaults of the backup kind: efficiency and
+        emission factor as in :data:`heatshift.model.BACKUP_EFFICIENCY`."""
+        out: dict[str, dict[str, float | None]] = {}
+        for name, totals in self.sites.items():
+            it_kwh = (
+                sum(self.series[name].it_kw) * self.step_s / 3600.0 if name in self.series else 0.0
+            )
+            kind = self.backups.get(name, model.BackupKind.GAS)
+            fuel = ledger.fuel_avoided_kwh(totals.delivered_kwh, model.BACKUP_EFFICIENCY[kind])
+            out[name] = {
+                "it_energy_kwh": it_kwh,
+                "heat_delivered_kwh": totals.delivered_kwh,
+                "heat_dumped_kwh": totals.dumped_kwh,
+                "ere": ledger.ere(it_kwh, totals.reused_kwh),
+                "fuel_avoided_kwh": fuel,
+                "co2_avoided_kg": ledger.co2_avoided_kg(
+                    fuel, model.EMISSION_FACTOR_KG_PER_KWH[kind]
+                ),
+            }
+        return out
 
     def metrics(self) -> dict[str, object]:
         """The run's summary, as ``heatshift simulate`` prints it (energies in kWh).
@@ -164,6 +192,19 @@ class SimResult:
             "mean_wait_s": self.mean_wait_s,
             "plan_seconds_p50": statistics.median(seconds),
             "plan_seconds_max": seconds[-1],
+            **self._fleet_ledger(),
+        }
+
+    def _fleet_ledger(self) -> dict[str, float | None]:
+        """The fleet's ERE (over the fleet's IT energy), fuel and CO2 avoided."""
+        per_site = self.site_ledger().values()
+        it_kwh = sum(s["it_energy_kwh"] or 0.0 for s in per_site)
+        reused = sum(t.reused_kwh for t in self.sites.values())
+        return {
+            "it_energy_kwh": it_kwh,
+            "ere": ledger.ere(it_kwh, reused),
+            "fuel_avoided_kwh": sum(s["fuel_avoided_kwh"] or 0.0 for s in per_site),
+            "co2_avoided_kg": sum(s["co2_avoided_kg"] or 0.0 for s in per_site),
         }
 
 
@@ -612,4 +653,5 @@ def _result(
         decisions=len(plan_seconds),
         urgent_decisions=urgent_decisions,
         plan_seconds=tuple(plan_seconds),
+        backups={s.name: s.offtaker.backup for s in scenario.sites},
     )

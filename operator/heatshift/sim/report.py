@@ -39,6 +39,14 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _ratio(value: object) -> str:
+    """A ratio to two places, ``-`` when there is none (no IT energy)."""
+    if value is None:
+        return "-"
+    assert isinstance(value, int | float)
+    return f"{value:.2f}"
+
+
 COLUMNS: tuple[_Column, ...] = (
     _Column("policy", "policy", _text),
     _Column("useful kWh", "useful_heat_kwh", _number(1)),
@@ -47,6 +55,9 @@ COLUMNS: tuple[_Column, ...] = (
     _Column("boiler kWh", "boiler_heat_kwh", _number(1)),
     _Column("demand kWh", "demand_kwh", _number(1)),
     _Column("reuse %", "heat_reuse_ratio", _number(1, 100.0)),
+    _Column("ERE", "ere", _ratio),
+    _Column("fuel avoided kWh", "fuel_avoided_kwh", _number(1)),
+    _Column("CO2 avoided kg", "co2_avoided_kg", _number(1)),
     _Column("deadline misses", "deadline_misses", _text),
     _Column("jobs", "jobs_total", _text),
     _Column("completed", "jobs_completed", _text),
@@ -95,7 +106,7 @@ def as_json(
         raise ValueError("no results to report")
     out: dict[str, object] = {
         "scenario": results[0].scenario,
-        "results": [r.metrics() for r in results],
+        "results": [{**r.metrics(), "sites": r.site_ledger()} for r in results],
     }
     if bound_kwh is not None:
         out["bound_useful_heat_kwh"] = bound_kwh

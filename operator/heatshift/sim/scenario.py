@@ -208,6 +208,8 @@ class OfftakerSpec(_Spec):
     kind: model.OfftakerKind = Field(strict=False)  # YAML gives the enum's value, a string
     max_thermal_kw: float = Field(alias="maxThermalKW", gt=0, le=bounds.MAX_THERMAL_KW)
     demand: DemandSpec
+    backup: model.BackupKind = Field(default=model.BackupKind.GAS, strict=False)
+    """What the offtaker burns without the site's heat (for fuel and CO2 avoided)."""
 
 
 class SiteSpec(_Spec):
@@ -801,7 +803,9 @@ def load_scenario(path: Path) -> Scenario:
                     capacity_kwh=s.tank.capacity_kwh, loss_per_hour=s.tank.loss_per_hour
                 ),
                 offtaker=model.Offtaker(
-                    kind=s.offtaker.kind, max_thermal_kw=s.offtaker.max_thermal_kw
+                    kind=s.offtaker.kind,
+                    max_thermal_kw=s.offtaker.max_thermal_kw,
+                    backup=s.offtaker.backup,
                 ),
             )
         )
