@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +100,10 @@ def test_simulate_json_reports_every_policy(
         assert metrics["jobs_unschedulable"] == 1
         # 1.5 kW for 30 min, 3 kW for 30 min, then 0.5 kW; plus 2 kW for 2 h.
         assert metrics["demand_kwh"] == pytest.approx(0.75 + 1.5 + 0.5 + 4.0)
+    # The limit on useful heat, beside the results: no deadline-meeting run beats it.
+    assert doc["bound_useful_heat_kwh"] >= max(
+        m["useful_heat_kwh"] for m in doc["results"] if m["deadline_misses"] == 0
+    )
     # Progress went to stderr, one line per tenth and policy (not a terminal here).
     assert err.count("tiny / default:") == 10
     assert "100%" in err
@@ -127,7 +132,11 @@ def test_simulate_prints_an_aligned_table_with_units(
     assert title == "scenario tiny"
     for unit in ("useful kWh", "dumped kWh", "boiler kWh", "reuse %", "plan p50 s"):
         assert unit in header
-    assert [row.split()[0] for row in rows] == ["default", "greedy"]
+    assert [row.split()[0] for row in rows] == ["default", "greedy", "bound"]
+    # The limit: at least what any policy that missed no deadline delivered; no other figures.
+    useful = [float(row.split()[1].replace(",", "")) for row in rows]
+    assert useful[2] >= max(useful[:2])
+    assert set(rows[2].split()[2:]) == {"-"}
     # The pool's tank starts with 5 kWh: delivered, but not counted as reuse.
     assert note == (
         "note: useful kWh includes the 5.0 kWh the tanks held at the start; "
@@ -433,6 +442,9 @@ def test_bench_planner_json_parses(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["status"] in {s.value for s in model.SolveStatus}
     assert 0 <= doc["placements_now"] <= doc["placements"] <= 50
     assert all(isinstance(note, str) for note in doc["notes"])
+    assert doc["bound_status"] == "optimal"
+    assert 0 < doc["fraction_of_bound"] <= 1 + 1e-9
+    assert doc["bound_useful_heat_kwh"] > 0
 
 
 def test_bench_planner_says_how_a_large_snapshot_was_planned(
@@ -488,6 +500,27 @@ def test_generated_snapshots_are_seeded_and_realistic() -> None:
 # --- report ---------------------------------------------------------------------------
 
 
+def test_simulate_repeats_its_numbers_beside_a_busy_process(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "--scenario", str(scenario_file), "--json", "--no-bound"]
+    argv += ["--policy", "heatshift", "oracle"]
+
+    def numbers() -> list[dict[str, object]]:
+        assert cli.main(argv) == 0
+        results = json.loads(capsys.readouterr().out)["results"]
+        return [{k: v for k, v in r.items() if not k.startswith("plan_seconds")} for r in results]
+
+    idle = numbers()
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = numbers()
+    finally:
+        burner.kill()
+        burner.wait()
+    assert busy == idle
+
+
 def test_json_report_names_the_scenario_once(scenario_file: Path) -> None:
     scenario = scenario_mod.load_scenario(scenario_file)
     result = engine.simulate(scenario, policies.make_policy("default"))
@@ -510,8 +543,8 @@ def test_progress_on_a_terminal_is_one_line_rewritten_in_place(
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     argv = ["simulate", "--scenario", str(scenario_file), "--policy", "default", "--json"]
-    assert cli.main(argv) == 0
-    capsys.readouterr()
+    assert cli.main([*argv, "--no-bound"]) == 0
+    assert "bound_useful_heat_kwh" not in json.loads(capsys.readouterr().out)
     written = terminal.getvalue()
     assert written.count("\n") == 1
     assert written.count("\r") == 8  # one per step

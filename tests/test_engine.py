@@ -6,7 +6,7 @@ worked out by hand.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from heatshift import model
 from heatshift.sim import engine
-from heatshift.sim import scenario as scenario_mod
 
 import builders
 
@@ -25,36 +24,7 @@ STEP = 900.0
 # --- builders -----------------------------------------------------------------------
 
 
-def make_scenario(
-    sites: Sequence[model.Site],
-    jobs: Sequence[model.JobRequest] = (),
-    *,
-    hours: float = 2.0,
-    step_s: float = STEP,
-    demand: Mapping[str, float | Sequence[float]] | None = None,
-    tank: Mapping[str, float] | None = None,
-) -> scenario_mod.Scenario:
-    """A scenario over ``hours``; demand per site as a constant or one value per step."""
-    steps = round(hours * HOUR / step_s)
-    series = {}
-    for s in sites:
-        given_kw = (demand or {}).get(s.name, 0.0)
-        kw = (
-            (float(given_kw),) * steps
-            if isinstance(given_kw, int | float)
-            else tuple(float(v) for v in given_kw)
-        )
-        series[s.name] = model.DemandSeries(start_s=0.0, step_s=step_s, kw=kw)
-    return scenario_mod.Scenario(
-        name="tiny",
-        source=None,
-        duration_s=hours * HOUR,
-        step_s=step_s,
-        sites=tuple(sites),
-        initial_tank_kwh={s.name: (tank or {}).get(s.name, 0.0) for s in sites},
-        demand=series,
-        jobs=tuple(sorted(jobs, key=lambda j: j.release_s)),
-    )
+make_scenario = builders.scenario
 
 
 def quiet_site(name: str = "a", **kw: float) -> model.Site:

@@ -309,7 +309,9 @@ async def test_sla_max_delay_99999999h_does_not_stop_due_releases(
 
     result = await _cycle(api, memory, {"flats": 20.0})
 
-    assert result.applied == {"batch/due": apply.Outcome.RELEASED}
+    # ("waits" may start too: the flats want more heat than the site makes, so holding it
+    # buys none.)
+    assert result.applied["batch/due"] == apply.Outcome.RELEASED
     assert api.objects[f"{JOBS}/due"]["spec"]["suspend"] is False
     waits = next(j for j in result.built.snapshot.pending if j.id == "job/batch/waits")
     assert waits.deadline_s == NOW + 720 * 3600.0

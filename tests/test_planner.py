@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heatshift import bounds, model
+from heatshift import bench, bounds, model
 from heatshift.planner import checker, grid, heataware, policies
 from heatshift.planner.config import PlannerConfig
 
@@ -430,3 +430,21 @@ def test_a_grid_where_float_steps_vanish_is_an_error_not_an_endless_loop() -> No
     with pytest.raises(ValueError, match="float steps vanish"):
         grid.build_grid(1e300, FAST)
     assert grid.build_grid(0.0, FAST).slots == 6 * 4 + 18  # 6 h of 15 min, then hours
+
+
+def test_a_plan_cut_by_the_wall_clock_says_so() -> None:
+    # A work budget no wall clock this short lets the solver reach, and no early stop at
+    # a gap: the clock ends the search, and the plan must say so.
+    snapshot = bench.generate_snapshot(120, 4, seed=3)
+    cfg = PlannerConfig(time_limit_s=0.05, search_effort=50.0, gap_limit=0.0)
+    plan = heataware.plan(snapshot, cfg)
+    assert plan.status in {model.SolveStatus.TIMED_OUT, model.SolveStatus.FALLBACK}
+    assert any("wall-clock limit" in note for note in plan.notes)
+    assert_sound(snapshot, plan, allow_late=False)
+
+
+def test_a_plan_ended_by_its_work_budget_does_not_claim_a_timeout() -> None:
+    snapshot = bench.generate_snapshot(40, 3, seed=5)
+    plan = heataware.plan(snapshot, REPEATABLE)
+    assert plan.status in {model.SolveStatus.OPTIMAL, model.SolveStatus.FEASIBLE}
+    assert not any("wall-clock" in note for note in plan.notes)

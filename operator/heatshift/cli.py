@@ -32,8 +32,10 @@ from heatshift.kube import cycle as cycle_mod
 from heatshift.kube import events as kube_events
 from heatshift.kube import workloads
 from heatshift.metering import server as metering_server
+from heatshift.planner import bound as planner_bound
+from heatshift.planner import checker, policies
 from heatshift.planner import config as planner_config
-from heatshift.planner import policies
+from heatshift.sim import bound as sim_bound
 from heatshift.sim import engine, report
 from heatshift.sim import scenario as scenario_mod
 
@@ -42,6 +44,9 @@ EXIT_FAILURE = 1
 """Something outside the input failed (e.g. the cluster could not be read)."""
 EXIT_USAGE = 2
 """Bad input (arguments, scenario file): the same status argparse uses."""
+SIMULATION_SOLVER_TIME_LIMIT_S = 60.0
+"""The wall-clock safety net of each solve in ``heatshift simulate`` (far past what the work
+budget takes), so that results repeat however loaded the machine is."""
 MAX_BENCH_REPEATS = 1000
 """``bench planner --repeat`` at most: each run may take the solver's whole time limit."""
 
@@ -90,7 +95,12 @@ def _simulate(args: argparse.Namespace) -> int:
     every_steps = max(1, -(-(args.replan_every or scenario.step_s) // scenario.step_s))
     try:
         cfg = planner_config.PlannerConfig(
-            step_s=every_steps * scenario.step_s, horizon_s=args.horizon
+            step_s=every_steps * scenario.step_s,
+            horizon_s=args.horizon,
+            # The operator's default work budget ends each search; the wall clock is only
+            # a safety net, so a busy machine gives the same numbers as an idle one.
+            search_effort=planner_config.PlannerConfig().deterministic_time,
+            time_limit_s=SIMULATION_SOLVER_TIME_LIMIT_S,
         )
     except pydantic.ValidationError as err:
         # Checked before the run: e.g. --replan-every rounded up to whole scenario steps.
@@ -112,10 +122,19 @@ def _simulate(args: argparse.Namespace) -> int:
                 progress=_Progress(sys.stderr, f"{scenario.name} / {name}"),
             )
         )
+    bound_kwh = None
+    if args.bound:
+        started = time.perf_counter()
+        found = sim_bound.scenario_bound(scenario)
+        bound_kwh = found.useful_heat_kwh
+        sys.stderr.write(
+            f"{scenario.name} / bound: {found.status.value}, {found.variables:,} variables, "
+            f"{time.perf_counter() - started:.1f}s\n"
+        )
     if args.json:
-        sys.stdout.write(json.dumps(report.as_json(results), indent=2) + "\n")
+        sys.stdout.write(json.dumps(report.as_json(results, bound_kwh), indent=2) + "\n")
     else:
-        sys.stdout.write(report.table(results))
+        sys.stdout.write(report.table(results, bound_kwh))
     if args.plot is not None:
         try:
             report.plot(results, args.plot)
@@ -146,6 +165,10 @@ def _bench_planner(args: argparse.Namespace) -> int:
         plan = policy.decide(snapshot)
         seconds.append(time.perf_counter() - started)
     now = snapshot.now_s
+    limit = planner_bound.horizon_bound(snapshot, cfg)
+    # The plan's heat over the bound's slots and demand, so the two compare like with like.
+    heat = checker.expected_heat(snapshot, plan.placements, limit.slot_starts, limit.demand_kw)
+    bound_kwh = limit.bound.useful_heat_kwh
     outcome = {
         "jobs": len(snapshot.pending),
         "sites": len(snapshot.sites),
@@ -164,6 +187,9 @@ def _bench_planner(args: argparse.Namespace) -> int:
         "placements_now": sum(1 for p in plan.placements if p.start_s <= now + engine.EPS),
         "unschedulable": len(plan.unschedulable),
         "expected_useful_heat_kwh": plan.expected_useful_heat_kwh,
+        "bound_useful_heat_kwh": bound_kwh,
+        "bound_status": limit.bound.status.value,
+        "fraction_of_bound": heat.useful_kwh / bound_kwh if bound_kwh > 0 else 1.0,
         "notes": list(plan.notes),
     }
     if args.json:
@@ -181,6 +207,8 @@ def _bench_planner(args: argparse.Namespace) -> int:
         f"  placements     {outcome['placements']} ({outcome['placements_now']} starting now), "
         f"{outcome['unschedulable']} unschedulable, "
         f"expected useful heat {plan.expected_useful_heat_kwh:,.1f} kWh\n"
+        f"  horizon bound  {bound_kwh:,.1f} kWh ({limit.bound.status.value}): the plan "
+        f"expects {outcome['fraction_of_bound']:.1%} of it\n"
     )
     for note in plan.notes:  # how the planner sized the problem, and why
         sys.stdout.write(f"  note           {note}\n")
@@ -414,6 +442,13 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help=f"policies to run, any of {', '.join(policies.POLICY_NAMES)} (default: all)",
     )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument(
+        "--no-bound",
+        dest="bound",
+        action="store_false",
+        help="skip the bound row (an LP over the whole scenario: the most useful heat any "
+        "schedule that misses no deadline could deliver)",
+    )
     p.add_argument(
         "--plot",
         type=argtypes.output_file(report.PLOT_SUFFIXES),

@@ -323,7 +323,9 @@ class SolveStatus(enum.StrEnum):
     """How a plan came about, in our own words (not the solver's)."""
 
     OPTIMAL = "optimal"
-    FEASIBLE = "feasible"  # solver stopped at its time limit with a good plan
+    FEASIBLE = "feasible"  # solver used its work budget (deterministic) with a good plan
+    TIMED_OUT = "timedOut"  # the wall-clock safety net stopped it first: a good plan, but
+    # one a less loaded machine may not repeat
     FALLBACK = "fallback"  # solver found nothing in time: greedy plan instead
     HEURISTIC = "heuristic"  # rule-based, no solver: a baseline, or a snapshot too big for it
     EMPTY = "empty"  # nothing to plan

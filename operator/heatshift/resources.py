@@ -1236,7 +1236,8 @@ class HeatPolicyStatus(Schema):
     solver_status: model.SolveStatus | None = Field(
         alias="solverStatus",
         default=None,
-        description="How the last plan came about: optimal, feasible (time limit reached), "
+        description="How the last plan came about: optimal, feasible (the solver's work budget "
+        "used up), timedOut (stopped by its wall-clock limit first, so the plan may not repeat), "
         "fallback (greedy plan), heuristic (list schedule without the solver: too many jobs "
         "for its budget) or empty.",
     )

@@ -98,8 +98,15 @@ def build_classes(
     slots, now = grid.slots, grid.now_s
     # Members join their class earliest deadline first, and classes are made in the
     # order of their first member: both independent of the input order.
+    held_s: dict[str, float] = {}  # how long a member holds capacity from its slot's start
     for job in sorted(jobs, key=_edf):
         release_slot = grid.first_start_at_or_after(job.release_s if job.release_s > now else now)
+        held_s[job.id] = job.duration_s
+        if job.release_s > now and job.deadline_s < grid.starts[min(release_slot, slots)]:
+            # An arrival that cannot wait for the next slot starts at its release, inside
+            # the slot before: it holds capacity from that slot's start to its own end.
+            release_slot = grid.last_start_at_or_before(job.release_s)
+            held_s[job.id] += job.release_s - grid.starts[release_slot]
         if job.deadline_s >= grid.end_s:
             deadline_slot = slots  # may wait past the horizon: no start is forced
         else:
@@ -113,7 +120,7 @@ def build_classes(
         power_key = None
         if job.power_watts is not None:
             power_key = round(job.power_watts, -1 if level < 2 else -2)
-        bucket = duration_bucket(job.duration_s)
+        bucket = duration_bucket(held_s[job.id])
         key = (
             shape,
             power_key,
@@ -138,7 +145,7 @@ def build_classes(
                     cpu=shape_cpu, memory_gib=shape_memory, gpu=shape_gpu
                 ),
                 power_watts=sum(explicit) / len(explicit) if explicit else None,
-                duration_s=max(durations),
+                duration_s=max(held_s[j.id] for j in members),
                 mean_duration_s=sum(durations) / len(durations),
                 release_slot=release_slot,
                 deadline_slot=deadline_slot,

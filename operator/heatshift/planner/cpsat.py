@@ -396,6 +396,20 @@ def solve(
     _tune(solver.parameters, seed)
     code = solver.solve(m)
     status = _STATUS.get(code)
+    # A search that stopped short of its work budget without proving its plan optimal was
+    # stopped by the wall clock (a loaded machine): the plan may not repeat, and says so.
+    cut = (
+        code in (cp_model.FEASIBLE, cp_model.UNKNOWN)
+        and solver.deterministic_time < 0.999 * deterministic_time
+    )
+    detail = solver.status_name(code)
+    if cut:
+        detail += (
+            f", stopped by the {time_limit_s:g}s wall-clock limit after "
+            f"{solver.deterministic_time:.3f} of {deterministic_time:g} work units"
+        )
+        if status is model.SolveStatus.FEASIBLE:
+            status = model.SolveStatus.TIMED_OUT
     if status is None:
         # Nothing better in time: the starting plan the search began from is feasible
         # by construction, so it is the fallback.
@@ -405,7 +419,7 @@ def solve(
             objective=None,
             useful_heat_wh=0,
             wall_seconds=time.perf_counter() - started,
-            detail=solver.status_name(code),
+            detail=detail,
         )
     return Solution(
         status=status,

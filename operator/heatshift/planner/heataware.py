@@ -3,8 +3,9 @@
 The pipeline, one step each: grid -> demand outlook -> split off jobs no site can
 hold -> job classes (coarsened to a budget of start options) -> problem numbers ->
 CP-SAT, started from the heat-seeking list schedule -> concrete jobs
-earliest-deadline-first -> deadline guard -> expected heat. Snapshots too large for
-the solver's budget are list-scheduled alone (status HEURISTIC), on a finer problem.
+earliest-deadline-first -> deadline guard -> holds that buy no heat start now ->
+expected heat. Snapshots too large for the solver's budget are list-scheduled alone (status
+HEURISTIC), on a finer problem.
 Pure and deterministic for a snapshot, config and seed; bounded by the solver's time
 limit; always returns a plan (the list schedule, reported as FALLBACK, when the
 solver finds nothing in time). Called by the ``heatshift``/``oracle`` policies.
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from heatshift import bounds, model
-from heatshift.planner import checker, cpsat, greedy
+from heatshift.planner import checker, cpsat, greedy, holds
 from heatshift.planner import classes as job_classes
 from heatshift.planner import config as planner_config
 from heatshift.planner import grid as planner_grid
@@ -243,6 +244,11 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
                 f"solver found no better plan in {solution.wall_seconds:.2f}s "
                 f"({solution.detail}): heat-seeking greedy plan"
             )
+        elif solution.status is model.SolveStatus.TIMED_OUT:
+            notes.append(
+                f"solver {solution.detail}: a good plan, but a less loaded machine may find "
+                "a different one"
+            )
         status, counts = solution.status, solution.counts
         seconds, objective = solution.wall_seconds, solution.objective
     else:
@@ -259,6 +265,10 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
 
     placements, guard_notes = greedy.enforce_deadlines(snapshot, placements, next_decision)
     notes += guard_notes
+    placements, hold_notes = holds.start_unprofitable_holds(
+        snapshot, placements, grid.starts, demand
+    )
+    notes += hold_notes
     heat = checker.expected_heat(snapshot, placements, grid.starts, demand)
     return model.Plan(
         now_s=now,
@@ -292,7 +302,9 @@ def _placements(
     reasons = {s.name: _site_reason(snapshot, s, demand[s.name], grid) for s in snapshot.sites}
     out: list[model.Placement] = []
     for c, class_starts in starts.items():
-        for job, site, start_s in job_classes.assign_jobs(classes[c], class_starts):
+        for job, site, slot_start_s in job_classes.assign_jobs(classes[c], class_starts):
+            # An arrival that cannot wait is planned in the slot it arrives in, at its release.
+            start_s = max(slot_start_s, job.release_s)
             when = "now" if start_s <= grid.now_s else "later"
             out.append(
                 model.Placement(

@@ -422,6 +422,24 @@ def _urgent(arrived: Sequence[model.JobRequest], fleet: _Fleet, next_decision_s:
     return any(j.deadline_s < next_decision_s - EPS and j.id in fleet.pending for j in arrived)
 
 
+def step_count(scenario: scenario_mod.Scenario) -> int:
+    """How many steps the simulator plays: the scenario's duration, rounded up to whole steps."""
+    return max(0, math.ceil(scenario.duration_s / scenario.step_s - EPS))
+
+
+def capped_demand_kw(scenario: scenario_mod.Scenario) -> dict[str, list[float]]:
+    """Per site, the demand the simulator plays per step (kW): each step's mean, capped at
+    the offtaker's rating."""
+    steps = step_count(scenario)
+    return {
+        s.name: [
+            thermal.capped_demand_kw(s, v)
+            for v in _per_step(scenario.demand.get(s.name), scenario.step_s, steps)
+        ]
+        for s in scenario.sites
+    }
+
+
 def _per_step(series: model.DemandSeries | None, step: float, steps: int) -> list[float]:
     """True demand per simulation step (kW), the mean over each step."""
     if series is None:

@@ -69,12 +69,17 @@ COLUMNS: tuple[_Column, ...] = (
 """The table's columns: header (with its unit), metrics key, how to print the value."""
 
 
-def table(results: Sequence[engine.SimResult]) -> str:
-    """The metrics of each policy as an aligned plain-text table, one row per policy."""
+def table(results: Sequence[engine.SimResult], bound_kwh: float | None = None) -> str:
+    """The metrics of each policy as an aligned plain-text table, one row per policy, and
+    with ``bound_kwh`` a last row ``bound``: the most useful heat any schedule that misses
+    no deadline could deliver (:mod:`heatshift.sim.bound`); its other cells are ``-``."""
     rows = [[c.header for c in COLUMNS]]
     for result in results:
         metrics = result.metrics()
         rows.append([c.render(metrics[c.key]) for c in COLUMNS])
+    if bound_kwh is not None:
+        rows.append([c.render(bound_kwh) if c.key == "useful_heat_kwh" else "-" for c in COLUMNS])
+        rows[-1][0] = "bound"
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = []
     for row in rows:
@@ -92,14 +97,20 @@ def table(results: Sequence[engine.SimResult]) -> str:
     return "\n".join([title, *lines]) + "\n"
 
 
-def as_json(results: Sequence[engine.SimResult]) -> dict[str, object]:
-    """``{"scenario": NAME, "results": [metrics, ...]}``, as ``--json`` prints it."""
+def as_json(
+    results: Sequence[engine.SimResult], bound_kwh: float | None = None
+) -> dict[str, object]:
+    """``{"scenario": NAME, "results": [metrics, ...]}``, as ``--json`` prints it, with
+    ``"bound_useful_heat_kwh"`` beside them when ``bound_kwh`` is given."""
     if not results:
         raise ValueError("no results to report")
-    return {
+    out: dict[str, object] = {
         "scenario": results[0].scenario,
         "results": [{**r.metrics(), "sites": r.site_ledger()} for r in results],
     }
+    if bound_kwh is not None:
+        out["bound_useful_heat_kwh"] = bound_kwh
+    return out
 
 
 def plot(results: Sequence[engine.SimResult], path: Path) -> None:

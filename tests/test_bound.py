@@ -1,0 +1,218 @@
+"""The useful-heat bound: no schedule that misses no deadline beats it, and it is not loose
+where the answer is known.
+
+Random small scenarios are played through the real simulator with random deadline-meeting
+schedules and with every policy; the bound (one LP over the whole run) must be at least each
+result's useful heat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from heatshift import bench, model
+from heatshift.planner import bound as planner_bound
+from heatshift.planner import checker, policies
+from heatshift.planner import config as planner_config
+from heatshift.sim import bound as sim_bound
+from heatshift.sim import engine
+from heatshift.sim import scenario as scenario_mod
+
+import builders
+
+HOUR = 3600.0
+STEP = 900.0
+
+
+class FixedSchedule:
+    """Starts each job at the site and time given, re-offering it until it has started."""
+
+    name = "fixed"
+    needs_foresight = False
+
+    def __init__(self, schedule: Mapping[str, tuple[str, float]], jobs: Mapping[str, float]):
+        self.schedule = schedule
+        self.release = jobs
+
+    def decide(self, snapshot: model.Snapshot) -> model.Plan:
+        pending = {j.id for j in snapshot.pending}
+        placements = tuple(
+            model.Placement(job_id=job_id, site=site, start_s=max(start, snapshot.now_s))
+            for job_id, (site, start) in self.schedule.items()
+            if job_id in pending or self.release[job_id] > snapshot.now_s
+        )
+        return model.Plan(
+            now_s=snapshot.now_s, placements=placements, status=model.SolveStatus.HEURISTIC
+        )
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> scenario_mod.Scenario:
+    hours = draw(st.sampled_from([1.0, 2.0, 3.0]))
+    steps = round(hours * HOUR / STEP)
+    sites = [
+        builders.site(
+            name,
+            cpu=16,
+            memory_gib=64,
+            gpu=draw(st.integers(1, 4)),
+            idle_watts=draw(st.floats(0, 2000)),
+            watts_per_gpu=draw(st.floats(100, 1000)),
+            watts_per_cpu=draw(st.floats(0, 20)),
+            efficiency=draw(st.floats(0.5, 1.0)),
+            tank_kwh=draw(st.floats(0, 20)),
+            loss_per_hour=draw(st.floats(0, 0.2)),
+            max_thermal_kw=draw(st.floats(1, 30)),
+        )
+        for name in ("a", "b", "c")[: draw(st.integers(1, 3))]
+    ]
+    names = [s.name for s in sites]
+    jobs = []
+    for i in range(draw(st.integers(0, 6))):
+        release = draw(st.floats(0, hours * HOUR))
+        allowed = draw(st.none() | st.sets(st.sampled_from(names), min_size=1))
+        jobs.append(
+            model.JobRequest(
+                id=f"j{i}",
+                resources=model.Resources(
+                    cpu=draw(st.integers(0, 8)), memory_gib=8, gpu=draw(st.integers(0, 2))
+                ),
+                duration_s=draw(st.floats(60, 3 * HOUR)),
+                power_watts=draw(st.none() | st.floats(0, 3000)),
+                release_s=release,
+                deadline_s=release + draw(st.sampled_from([0.0, 600.0, HOUR, 2 * HOUR])),
+                allowed_sites=None if allowed is None else frozenset(allowed),
+            )
+        )
+    demand = {
+        s.name: draw(st.lists(st.floats(0, 40), min_size=steps, max_size=steps)) for s in sites
+    }
+    tank = {s.name: draw(st.floats(0, s.tank.capacity_kwh)) for s in sites}
+    return builders.scenario(sites, jobs, hours=hours, step_s=STEP, demand=demand, tank=tank)
+
+
+def _bound(scenario: scenario_mod.Scenario, *, optimal: bool = True) -> float:
+    found = sim_bound.scenario_bound(scenario)
+    if optimal:
+        assert found.status is planner_bound.BoundStatus.OPTIMAL
+    return found.useful_heat_kwh
+
+
+def _at_most(useful: float, bound: float) -> bool:
+    return useful <= bound + 1e-6 * (1.0 + bound)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(scenarios(), st.data())
+def test_no_deadline_meeting_schedule_beats_the_bound(
+    scenario: scenario_mod.Scenario, data: st.DataObject
+) -> None:
+    schedule: dict[str, tuple[str, float]] = {}
+    for job in scenario.jobs:
+        hosts = [
+            s.name
+            for s in scenario.sites
+            if job.may_run_at(s.name) and job.resources.fits_within(s.capacity)
+        ]
+        if not hosts:
+            continue
+        # Ends of the window as often as the inside: that is where runs line up with steps.
+        where = data.draw(st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0))
+        start = job.release_s + where * (job.deadline_s - job.release_s)
+        schedule[job.id] = (data.draw(st.sampled_from(hosts)), start)
+    policy = FixedSchedule(schedule, {j.id: j.release_s for j in scenario.jobs})
+    result = engine.simulate(scenario, policy)
+    assume(not result.deadline_misses)  # a refused start (site full) can make one late
+    assert _at_most(result.metrics()["useful_heat_kwh"], _bound(scenario))  # type: ignore[arg-type]
+
+
+@settings(max_examples=6, deadline=None)
+@given(scenarios())
+def test_no_policy_beats_the_bound(scenario: scenario_mod.Scenario) -> None:
+    # Whichever way the bound came about (the simplex can give up on freak numbers, and the
+    # trivial bound stands in), no policy beats it.
+    bound = _bound(scenario, optimal=False)
+    for name in policies.POLICY_NAMES:
+        result = engine.simulate(scenario, policies.make_policy(name))
+        if not result.deadline_misses:
+            assert _at_most(result.metrics()["useful_heat_kwh"], bound), name  # type: ignore[arg-type]
+
+
+def test_the_bound_is_exact_when_every_kwh_made_is_wanted() -> None:
+    # No losses, demand above anything the site makes: all heat made is delivered, so the
+    # limit is the tank's start plus idle heat plus the job's heat inside the run.
+    site = builders.site("a", idle_watts=1000, watts_per_gpu=2000, efficiency=0.5, loss_per_hour=0)
+    job = builders.job("j", gpu=1, cpu=0, hours=1.5, release_s=HOUR, deadline_h=0.5)
+    scenario = builders.scenario([site], [job], hours=2.0, demand={"a": 50.0}, tank={"a": 3.0})
+    # The job's 1.5 h from a start in [1 h, 1.5 h] leave at most 1 h inside the run.
+    assert _bound(scenario) == pytest.approx(3.0 + 0.5 * 1.0 * 2 + 0.5 * 2.0 * 1.0)
+
+
+def test_the_bound_counts_what_a_full_site_cannot_run() -> None:
+    # Two 1-GPU jobs that must both start now on a 1-GPU site: only one can run at a time,
+    # so the bound cannot credit both runs' heat in the first hour.
+    site = builders.site(
+        "a", gpu=1, idle_watts=0, watts_per_gpu=1000, efficiency=1.0, loss_per_hour=0
+    )
+    jobs = [builders.job(i, gpu=1, cpu=0, hours=1.0, deadline_h=1.0) for i in ("x", "y")]
+    scenario = builders.scenario([site], jobs, hours=1.0, demand={"a": 10.0}, tank={"a": 0.0})
+    assert _bound(scenario) == pytest.approx(1.0)
+
+
+def test_a_deadline_the_site_cannot_hold_leaves_the_trivial_bound_only() -> None:
+    # Both jobs must run throughout the hour on one GPU: no schedule exists, the LP has no
+    # solution, and the bound falls back to heat made or demanded, whichever is less.
+    site = builders.site(
+        "a", gpu=1, idle_watts=0, watts_per_gpu=1000, efficiency=1.0, loss_per_hour=0
+    )
+    jobs = [builders.job(i, gpu=1, cpu=0, hours=2.0, deadline_h=0.0) for i in ("x", "y")]
+    scenario = builders.scenario([site], jobs, hours=1.0, demand={"a": 10.0}, tank={"a": 0.0})
+    found = sim_bound.scenario_bound(scenario)
+    assert found.status is planner_bound.BoundStatus.TRIVIAL
+    assert found.useful_heat_kwh == pytest.approx(min(10.0, 2 * 1.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_plans_expected_heat_never_beats_the_horizon_bound(seed: int) -> None:
+    snapshot = bench.generate_snapshot(30, 3, seed=seed)
+    cfg = planner_config.PlannerConfig(horizon_s=6 * HOUR)
+    plan = policies.make_policy("heatshift", cfg).decide(snapshot)
+    limit = planner_bound.horizon_bound(snapshot, cfg)
+    assert limit.bound.status is planner_bound.BoundStatus.OPTIMAL
+    heat = checker.expected_heat(snapshot, plan.placements, limit.slot_starts, limit.demand_kw)
+    assert _at_most(heat.useful_kwh, limit.bound.useful_heat_kwh)
+    # And every kWh of it is demand the sites' offtakers would take.
+    assert (
+        limit.bound.useful_heat_kwh
+        <= sum(
+            d * (limit.slot_starts[k + 1] - limit.slot_starts[k]) / HOUR
+            for kw in limit.demand_kw.values()
+            for k, d in enumerate(kw)
+        )
+        + 1e-6
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(scenarios())
+def test_a_programme_over_its_size_budget_gives_the_looser_trivial_bound(
+    scenario: scenario_mod.Scenario,
+) -> None:
+    steps = engine.step_count(scenario)
+    args = (
+        scenario.sites,
+        [i * scenario.step_s for i in range(steps + 1)],
+        engine.capped_demand_kw(scenario),
+        scenario.initial_tank_kwh,
+        [j for j in scenario.jobs if engine.fits_somewhere(j, scenario.sites)],
+    )
+    trivial = planner_bound.useful_heat_bound(*args, max_variables=0)
+    assert trivial.status is planner_bound.BoundStatus.TRIVIAL
+    assert trivial.variables == 0
+    # The LP raises vanishing energies to a micro-kWh (a looser limit): hence the tolerance.
+    lp = planner_bound.useful_heat_bound(*args).useful_heat_kwh
+    assert trivial.useful_heat_kwh >= lp - 1e-4
