@@ -163,6 +163,20 @@ def test_the_bound_counts_what_a_full_site_cannot_run() -> None:
     assert _bound(scenario) == pytest.approx(1.0)
 
 
+def test_a_job_of_14_nanowatts_on_an_idle_site_still_gets_the_lp_bound() -> None:
+    # Found by the property test: a heat coefficient of ~1e-17 kWh made GLOP give up. Raised
+    # to a microwatt-hour it is a looser, still valid limit, and the LP solves.
+    site = builders.site("a", idle_watts=0.0, efficiency=1.0, loss_per_hour=0.1)
+    job = builders.job(
+        "j", gpu=0, cpu=1, hours=99 / HOUR, release_s=31.0, deadline_h=1.0, power_watts=1.44e-8
+    )
+    scenario = builders.scenario(
+        [site], [job], hours=1.0, step_s=900.0, demand={"a": 10.0}, tank={"a": 0.0}
+    )
+    made_kwh = 1.44e-8 * 99 / 3.6e6
+    assert made_kwh <= _bound(scenario) < 1e-5
+
+
 def test_a_deadline_the_site_cannot_hold_leaves_the_trivial_bound_only() -> None:
     # Both jobs must run throughout the hour on one GPU: no schedule exists, the LP has no
     # solution, and the bound falls back to heat made or demanded, whichever is less.

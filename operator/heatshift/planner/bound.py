@@ -302,7 +302,7 @@ def useful_heat_bound(
             row.SetCoefficient(after, 1.0)
             row.SetCoefficient(h, 1.0)
             for u, joules in heat[s.name][k]:
-                row.SetCoefficient(u, -eta * joules)
+                row.SetCoefficient(u, -_not_tiny(eta * joules))
             delivered.append(h)
             energy = after
         made = float(initial_tank_kwh.get(s.name, 0.0)) + sum(
