@@ -368,7 +368,7 @@ def test_work_that_cannot_start_yet_is_retried_then_admitted_with_its_site(
     the ClusterQueue's quota) and is admitted to the office once the blocker is done."""
     office = {"heatshift.dev/sites": "office", "heatshift.dev/max-delay": "10m"}
     blocker = create(
-        kueue, kueue_job("blocker", annotations=office, runtime="40s", cpu="12", pods=2)
+        kueue, kueue_job("blocker", annotations=office, runtime="90s", cpu="12", pods=2)
     )["metadata"]["name"]
     wait_admitted(kueue, [blocker], harness.PLANNING_TIMEOUT_S)
     waiter = create(kueue, kueue_job("waiter", annotations=office, cpu="10"))["metadata"]["name"]
@@ -376,6 +376,8 @@ def test_work_that_cannot_start_yet_is_retried_then_admitted_with_its_site(
     def retried() -> Obj | None:
         w = workload_of(kueue, waiter)
         check = check_of(w) if w else None
+        # Admitted with no Retry: say so now, with the check's words, rather than time out.
+        assert not is_admitted(w) or (check or {}).get("retryCount"), check
         return w if check and (check.get("retryCount") or 0) >= 1 else None
 
     harness.wait_for("the waiter's check in Retry", retried, harness.PLANNING_TIMEOUT_S)
