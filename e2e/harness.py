@@ -37,7 +37,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -988,7 +988,7 @@ class Heatshift:
 
     # operator
 
-    def start_operator(self, *, primary: bool = True) -> Process:
+    def start_operator(self, *, primary: bool = True, extra_args: Sequence[str] = ()) -> Process:
         """Start one operator replica in peering ``heatshift``, as the chart's Deployment does.
 
         The primary listens on the webhook and health ports the chart was installed with; a
@@ -1024,6 +1024,7 @@ class Heatshift:
             "--webhook-cert-dir",
             str(certs),
             *self.operator_args,
+            *extra_args,
         ]
         index = len(self.operators)
         process = Process(

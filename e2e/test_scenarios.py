@@ -143,21 +143,36 @@ def test_chart_installs_crds_rbac_and_webhook(cluster: harness.Heatshift) -> Non
     assert "kubectl label node <node> heatshift.dev/site=<site-name>" in cluster.install_notes
 
 
-def test_policy_examples_are_accepted(cluster: harness.Heatshift) -> None:
-    out = cluster.kube.apply(harness.ROOT / "policies")
+def test_policy_examples_are_accepted_and_ready_then_removed(
+    heatshift: harness.Heatshift,
+) -> None:
+    """Every example of policies/ is valid for the API server and the operator alike. They are
+    deleted afterwards: cpu-batch selects the scenarios' Jobs too (and sorts before e2e-batch),
+    so left in place it, not the fixture's policy, would manage every later scenario."""
+    examples = harness.ROOT / "policies"
+    out = heatshift.kube.apply(examples)
     assert "created" in out or "configured" in out or "unchanged" in out
-    listed = cluster.kube.run("get", "heatshift")
-    for name in ["riverside-pool", "sunny-acres-greenhouse", "cpu-batch"]:
-        assert name in listed
+    try:
+        listed = heatshift.kube.run("get", "heatshift")
+        for name in ["riverside-pool", "sunny-acres-greenhouse", "cpu-batch"]:
+            assert name in listed
+        _wait_all_ready(heatshift, at_least=8)
+    finally:
+        heatshift.kube.run("delete", "-f", str(examples), "--wait=true", check=False)
+    assert "cpu-batch" not in heatshift.kube.run("get", "heatpolicies")
 
 
-def test_every_object_reports_ready(heatshift: harness.Heatshift) -> None:
+def _wait_all_ready(hs: harness.Heatshift, *, at_least: int) -> None:
     def all_ready() -> bool:
-        objs = heatshift.kube.items("leafsites") + heatshift.kube.items("heatpolicies")
-        assert len(objs) >= 8
+        objs = hs.kube.items("leafsites") + hs.kube.items("heatpolicies")
+        assert len(objs) >= at_least
         return all((harness.condition(o, "Ready") or {}).get("status") == "True" for o in objs)
 
     harness.wait_for("every LeafSite and HeatPolicy Ready", all_ready, harness.PLANNING_TIMEOUT_S)
+
+
+def test_every_object_reports_ready(heatshift: harness.Heatshift) -> None:
+    _wait_all_ready(heatshift, at_least=4)  # the fixture's three sites and its policy
 
 
 # --- 2. held by the webhook, released to the site that wants heat --------------------------------
@@ -548,6 +563,44 @@ def test_plan_dry_run_logs_in_through_an_exec_credential_plugin(
 
 
 # --- 4. operator killed during apply (last: it leaves two replicas running) ---------------------
+
+
+def _paused(log: str) -> bool:
+    """Kopf peering's last word in a replica's log: it paused in favour of a higher priority."""
+    return log.rfind("Pausing operations in favour of") > log.rfind("Resuming operations")
+
+
+def test_a_standby_replica_serving_the_webhook_still_holds_new_work(
+    heatshift: harness.Heatshift,
+) -> None:
+    """The Service sends admissions to every replica; a standby's watches are paused by peering,
+    so it must hold from the API server, not from its empty or frozen indexes."""
+    if heatshift.cluster.in_cluster_operator:
+        pytest.skip("picks which local replica serves the webhook: the primary")
+    webhook_replica = heatshift.operators[0]
+    # A replica that outranks every other one acts; the one serving the webhook pauses.
+    acting = heatshift.start_operator(primary=False, extra_args=["--priority", str(2**40)])
+    try:
+        harness.wait_for(
+            "the webhook's replica to pause in favour of the new one",
+            lambda: _paused(webhook_replica.log.read_text(errors="replace")),
+            harness.STARTUP_TIMEOUT_S,
+            interval_s=0.5,
+        )
+        created = create(heatshift, job("standby", annotations={"heatshift.dev/max-delay": "0s"}))
+        assert created["spec"]["suspend"] is True, "the paused replica let new work run unheld"
+        # The acting replica releases it: due at once.
+        wait_released(heatshift, [created["metadata"]["name"]], harness.PLANNING_TIMEOUT_S)
+    finally:
+        acting.stop()
+        heatshift.operators.remove(acting)
+    # Gone cleanly, it leaves the peering at once and a remaining replica acts again.
+    harness.wait_for(
+        "a remaining replica to resume",
+        lambda: not all(_paused(p.log.read_text(errors="replace")) for p in heatshift.operators),
+        harness.STARTUP_TIMEOUT_S,
+        interval_s=0.5,
+    )
 
 
 def test_operator_killed_during_apply_loses_and_duplicates_nothing(

@@ -10,6 +10,7 @@ counting its runs in a file. Used by ``tests/test_kube_login.py`` and
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import json
@@ -47,6 +48,9 @@ class FakeApiServer:
     """Answers by path; any other path is an empty collection."""
     pages: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     """Answers by path, one per request, before ``objects``."""
+    watches: dict[str, list[list[Any]]] = dataclasses.field(default_factory=dict)
+    """Watch requests by path: each gets the next script of events, one JSON line each; with
+    none left, a watch stays open and quiet until its ``timeoutSeconds``."""
     seen: list[Seen] = dataclasses.field(default_factory=list)
 
     @property
@@ -73,6 +77,8 @@ class FakeApiServer:
         if self.accepted is not None and auth.removeprefix("Bearer ") not in self.accepted:
             body = {"kind": "Status", "message": "Unauthorized", "code": 401}
             return web.json_response(body, status=401)
+        if request.query.get("watch") == "true" and request.path in self.watches:
+            return await self._watch(request)
         if self.pages.get(request.path):
             return web.json_response(self.pages[request.path].pop(0))
         if request.path in self.objects:
@@ -84,6 +90,19 @@ class FakeApiServer:
         if request.method in ("PATCH", "POST"):
             return web.json_response({"echo": json.loads(text) if text else None})
         return web.json_response({"kind": "List", "metadata": {}, "items": []})
+
+    async def _watch(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_type = "application/json"
+        await response.prepare(request)
+        scripts = self.watches[request.path]
+        if not scripts:
+            await asyncio.sleep(float(request.query.get("timeoutSeconds", "1")))
+            return response
+        for event in scripts.pop(0):
+            await response.write(json.dumps(event).encode() + b"\n")
+        await response.write_eof()
+        return response
 
 
 @asynccontextmanager

@@ -11,14 +11,11 @@ from typing import Any
 
 import kopf
 import pytest
-from kopf._cogs.structs import ids as kopf_ids
-from kopf._core.actions import execution as kopf_execution
-from kopf._core.engines import indexing as kopf_indexing
 
 import kube_fixtures as kf
 from heatshift import handlers, tlscert
 from heatshift import metrics as metrics_mod
-from heatshift.kube import login
+from heatshift.kube import informer, login, view
 
 
 def test_heatshifts_credential_becomes_kopfs_connection_info() -> None:
@@ -102,29 +99,6 @@ def _memo() -> dict[str, Any]:
     return {"heatshift": state}
 
 
-def test_the_job_index_holds_unfinished_jobs_by_namespace_and_drops_finished_ones() -> None:
-    memo = _memo()
-    held = kopf.Body(kf.job("held"))
-    done = kopf.Body(kf.job("held", finished="Complete"))  # the same Job, finished
-    handler = kopf_ids.HandlerId("view_jobs")
-    indexers = kopf_indexing.OperatorIndexers()
-    indexers[handler] = kopf_indexing.OperatorIndexer()
-
-    def index(body: kopf.Body) -> None:
-        result = handlers.view_jobs(body=body, memo=memo)
-        indexers.replace(body, {handler: kopf_execution.Outcome(final=True, result=result)})
-
-    index(held)
-    (store,) = indexers[handler].index.values()
-    (record,) = store
-    assert list(indexers[handler].index) == ["batch"] and record.name == "held" and record.held
-    index(done)
-    # Kopf's own index, as the planning cycles read it: the finished Job is gone.
-    assert list(indexers[handler].index) == []
-    # Both were heard from: a finished Job still shows the watch is alive.
-    assert set(memo["heatshift"].heard.at) == {"jobs"}
-
-
 def test_an_unusable_leafsite_is_indexed_as_such_rather_than_lost() -> None:
     bad = kf.leafsite("bad")
     bad["spec"]["tank"] = "full"
@@ -132,3 +106,62 @@ def test_an_unusable_leafsite_is_indexed_as_such_rather_than_lost() -> None:
     (record,) = handlers.view_leafsites(name="bad", body=kopf.Body(bad), memo=_memo()).values()
 
     assert record.resource is None and record.problem
+
+
+# --- the webhook, in every replica --------------------------------------------------------------
+
+
+def _webhook_memo(*objs: dict[str, Any], synced: bool = True) -> dict[str, Any]:
+    """A replica whose HeatPolicy and Namespace informers hold ``objs`` (Kopf indexes play no
+    part: a standby's are paused by peering)."""
+    memo = _memo()
+    found = informer.Informers(kf.FakeApi(), [], view.Heard())  # type: ignore[arg-type]
+    for obj in objs:
+        target = found.policies if obj["kind"] == "HeatPolicy" else found.namespaces
+        target._put(obj)
+        if synced:
+            target.synced.set()
+    memo["heatshift"].informers = found
+    return memo
+
+
+async def _admit(memo: dict[str, Any], obj: dict[str, Any]) -> Any:
+    patch = kopf.Patch()
+    await handlers.hold_jobs(body=kopf.Body(obj), patch=patch, memo=memo, logger=handlers.log)
+    return dict(patch)
+
+
+@pytest.mark.asyncio
+async def test_every_replica_holds_new_work_from_its_own_informers() -> None:
+    memo = _webhook_memo(
+        kf.heatpolicy("batch", namespace_labels={"heat": "yes"}),
+        kf.namespace("ml", {"heat": "yes"}),
+        kf.namespace("web"),
+    )
+    assert memo["heatshift"].wake == {}  # no planning loop runs here: a standby
+
+    assert await _admit(memo, kf.job("train", suspend=None, namespace="ml")) == {
+        "spec": {"suspend": True}
+    }
+    # A namespace no policy selects, and one not seen (yet), are let through.
+    assert await _admit(memo, kf.job("site", suspend=None, namespace="web")) == {}
+    assert await _admit(memo, kf.job("gone", suspend=None, namespace="nowhere")) == {}
+
+
+@pytest.mark.asyncio
+async def test_an_invalid_policy_holds_nothing_and_the_valid_ones_still_do() -> None:
+    broken = kf.heatpolicy("broken", match_labels={"team": "a"})
+    broken["spec"]["planning"]["step"] = "often"
+    memo = _webhook_memo(broken, kf.heatpolicy("batch"), kf.namespace("batch"))
+
+    inputs = memo["heatshift"].informers.admission_inputs("batch")
+
+    assert [p.metadata.name for p in inputs[0]] == ["batch"]
+    assert await _admit(memo, kf.job("train", suspend=None)) == {"spec": {"suspend": True}}
+
+
+@pytest.mark.asyncio
+async def test_before_the_informers_have_listed_new_work_runs_unheld() -> None:
+    # Compute never waits on heatshift: not knowing yet means it runs now, never refused.
+    memo = _webhook_memo(kf.heatpolicy("batch"), kf.namespace("batch"), synced=False)
+    assert await _admit(memo, kf.job("train", suspend=None)) == {}

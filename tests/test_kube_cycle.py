@@ -181,6 +181,32 @@ async def test_a_job_no_site_can_take_still_starts_by_its_deadline() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_due_job_with_every_site_full_waits_in_the_clusters_queue_not_held() -> None:
+    # Both sites full of running work for hours; the due job cannot start anywhere now.
+    busy = [
+        kf.job(
+            f"busy-{site}-{i}",
+            suspend=False,
+            annotations={workloads.SITE: site, "heatshift.dev/expected-duration": "5h"},
+        )
+        for site in ("flats", "pool")
+        for i in range(4)
+    ]
+    api = _cluster(*busy, kf.job("due", annotations={"heatshift.dev/max-delay": "0s"}))
+
+    result = await _cycle(api, _memory(api), {"flats": 20.0, "pool": 20.0})
+
+    (release,) = result.releases
+    assert release.name == "due" and release.reason is apply.ReleaseKind.DEADLINE
+    assert release.site in ("flats", "pool")
+    assert "full" in release.decision and "start deadline" in release.decision
+    job = api.objects[f"{JOBS}/due"]
+    # Unsuspended onto its site: the scheduler starts it the moment room frees there.
+    assert job["spec"]["suspend"] is False
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == {kf.SITE_LABEL: release.site}
+
+
+@pytest.mark.asyncio
 async def test_a_dry_run_changes_nothing() -> None:
     api = _cluster(kf.job("due", annotations={"heatshift.dev/max-delay": "0s"}))
 

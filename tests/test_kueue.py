@@ -4,6 +4,7 @@ server-side apply of heatshift's entry alone; Jobs and Pods Kueue queues never h
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -427,4 +428,145 @@ def test_a_pending_workload_wakes_the_check_whatever_memo_copy_it_arrives_with()
     kueue_handlers.register(registry)
     kueue_handlers.register(registry)  # once per registry, however often asked
     ids = {h.id for h in registry._indexing.get_all_handlers()}
-    assert ids == {"kueue_workloads", "kueue_leafsites", "kueue_nodes"}
+    assert ids == {"kueue_workloads"}
+
+
+def test_the_check_reads_sites_and_nodes_from_the_watched_view_the_cycles_share() -> None:
+    from heatshift.kube import view
+    from heatshift.kueue import handlers as kueue_handlers
+
+    broken = kf.leafsite("broken")
+    broken["spec"]["tank"] = "full"
+    indexes = {
+        "view_leafsites": {
+            None: [view.site_record(kf.leafsite("flats")), view.site_record(broken)]
+        },
+        "view_nodes": {None: [view.node_record(kf.node("n1", site="flats"))]},
+        "view_heatpolicies": {None: [view.policy_record(kf.heatpolicy("batch"))]},
+        "namespace_labels": {"ml": [{"team": "a"}]},
+        "kueue_workloads": {},
+    }
+
+    seen = kueue_handlers._view(indexes)
+
+    # An unusable LeafSite is left out here; the view's own check reports it in status.
+    assert [s.metadata.name for s in seen.leafsites] == ["flats"]
+    assert [n.name for n in seen.nodes] == ["n1"]
+    assert [p.metadata.name for p in seen.policies] == ["batch"]
+    assert seen.ns_labels == {"ml": {"team": "a"}}
+
+
+def _memory(api: KueueApi) -> Any:
+    from heatshift import metrics as metrics_mod
+    from heatshift.kube import cycle
+
+    return cycle.Memory(recorder=events.Recorder(api), metrics=metrics_mod.Metrics())
+
+
+@pytest.mark.asyncio
+async def test_plain_jobs_heatshift_released_hold_capacity_for_the_check_too() -> None:
+    from heatshift.kube import view
+
+    api = _setup(kf.job("train", cpu="12", annotations={"heatshift.dev/max-delay": "1m"}))
+    # flats (16 cores) is full with a plain Job a planning cycle released there.
+    plain = view.job_record(
+        kf.job("render", cpu="12", suspend=False, annotations={workloads.SITE: "flats"})
+    )
+    assert plain is not None
+    waiting = kueue_workload("wl", pod_sets=(("main", 1, {"cpu": "12"}),))
+    seen = dataclasses.replace(_view(waiting), plain_workloads=[plain])
+
+    result = await controller.decide_check(
+        api,
+        CHECK,
+        seen,
+        events.Recorder(api),
+        now_s=NOW,
+        meter_factory=Meter({"flats": 30.0, "pool": 0.0}),
+        shared=_memory(api),
+    )
+
+    (verdict,) = result.verdicts
+    assert verdict.site == "pool"
+
+
+@pytest.mark.asyncio
+async def test_what_the_check_admits_to_a_site_the_planning_cycles_count_there() -> None:
+    from heatshift.kube import cycle
+
+    # The Workload's own Job is Kueue's (queue-name label): no planning cycle holds it.
+    train = kf.job(
+        "train",
+        cpu="12",
+        labels={"kueue.x-k8s.io/queue-name": "q"},
+        annotations={"heatshift.dev/max-delay": "1m"},
+    )
+    api = _setup(train)
+    memory = _memory(api)
+    waiting = kueue_workload("wl", pod_sets=(("main", 1, {"cpu": "12"}),))
+    first = await controller.decide_check(
+        api,
+        CHECK,
+        _view(waiting),
+        events.Recorder(api),
+        now_s=NOW,
+        meter_factory=Meter({"flats": 30.0, "pool": 0.0}),
+        shared=memory,
+    )
+    (verdict,) = first.verdicts
+    assert verdict.site == "flats"
+    # Made Ready but not admitted by Kueue yet: the cycles count it at flats already.
+    (admitted,) = memory.kueue_admitted[CHECK]
+    assert (admitted.site, admitted.running) == ("flats", True)
+
+    # A plain Job due now, that would go to flats for its heat, goes to pool instead.
+    kf.store(
+        api,
+        kf.namespace("batch", {"team": "ml"}),
+        kf.node("f1", "flats"),
+        kf.node("p1", "pool"),
+        kf.leafsite("flats"),
+        kf.leafsite("pool"),
+        kf.heatpolicy("batch", replan="5m"),
+        kf.job("due", cpu="12", annotations={"heatshift.dev/max-delay": "0s"}),
+    )
+    result = await cycle.run_cycle(
+        api, "batch", memory, now_s=NOW, meter_factory=Meter({"flats": 30.0, "pool": 0.0})
+    )
+    releases = {r.name: r.site for r in result.releases}
+    assert releases.get("due") == "pool", releases
+
+
+@pytest.mark.asyncio
+async def test_the_workloads_held_for_heat_are_counted_in_the_policys_status() -> None:
+    from heatshift.kube import cycle
+
+    train = kf.job(
+        "train",
+        labels={"kueue.x-k8s.io/queue-name": "q"},
+        annotations={"heatshift.dev/max-delay": "5h"},
+    )
+    api = _setup(train)
+    memory = _memory(api)
+    await controller.decide_check(
+        api,
+        CHECK,
+        _view(kueue_workload("wl")),
+        events.Recorder(api),
+        now_s=NOW,
+        meter_factory=LaterMeter({}),
+        shared=memory,
+    )
+    assert memory.kueue_waiting == {CHECK: {"batch": 1}}
+
+    kf.store(
+        api,
+        kf.namespace("batch", {"team": "ml"}),
+        kf.node("f1", "flats"),
+        kf.leafsite("flats"),
+        kf.heatpolicy("batch", replan="5m"),
+    )
+    await cycle.run_cycle(api, "batch", memory, now_s=NOW, meter_factory=LaterMeter({}))
+
+    status = api.objects["/apis/heatshift.dev/v1alpha1/heatpolicies/batch"]["status"]
+    assert status["kueueWaiting"] == 1

@@ -11,14 +11,17 @@ Handlers (ids are part of the contract with the Helm chart and the e2e suite):
   ``/hold-pods``): suspend new Jobs, gate new bare Pods, that a HeatPolicy selects
   (:mod:`heatshift.kube.admission`). failurePolicy Ignore: with the operator down, new work
   simply runs unmanaged.
-- ``policies`` / ``namespace_labels`` (indexes): what the webhook decides on, in memory.
-- ``view_leafsites``, ``view_heatpolicies``, ``view_nodes``, ``view_jobs``, ``view_pods``
-  (indexes, with ``namespace_labels``): the watched view every planning cycle reads
-  (:mod:`heatshift.kube.view`); no cycle lists anything.
+- the webhook decides from the HeatPolicy and Namespace informers every replica runs
+  (:class:`heatshift.kube.informer.Informers`): a standby, whose Kopf watches peering pauses,
+  answers it too.
+- ``view_leafsites``, ``view_heatpolicies``, ``view_nodes`` (indexes, with
+  ``namespace_labels``) and the Job and bare-Pod informers started at start-up
+  (:mod:`heatshift.kube.informer`): the watched view every planning cycle reads
+  (:mod:`heatshift.kube.view`); no cycle lists anything. An informer wakes the planning
+  daemons when a held Job or Pod appears.
 - ``validate-leafsite`` / ``validate-heatpolicy`` (one function): an unusable spec gets a
   ``Ready=False`` condition saying why, and a PermanentError (Kopf stops retrying until the spec
   changes).
-- ``notice-held-jobs``: wakes the planning daemons when a held Job appears.
 
 Everything the handlers share lives in :class:`State`, in Kopf's ``memo``. :func:`operate`
 logs in once (:mod:`heatshift.kube.login`, as kubectl does) before Kopf starts; the ``login``
@@ -45,7 +48,16 @@ import pydantic
 
 from heatshift import metrics as metrics_mod
 from heatshift import resources, tlscert
-from heatshift.kube import admission, client, cycle, events, meters, selection, view, workloads
+from heatshift.kube import (
+    admission,
+    client,
+    cycle,
+    events,
+    informer,
+    meters,
+    view,
+    workloads,
+)
 from heatshift.kube import login as login_mod
 from heatshift.kube import status as status_mod
 
@@ -106,6 +118,9 @@ class State:
     heard: view.Heard = dataclasses.field(default_factory=view.Heard)
     """When the API server last told the watched view about each resource."""
     scratch: tempfile.TemporaryDirectory[str] | None = None
+    informers: informer.Informers | None = None
+    """The view's Jobs and bare Pods, and the webhook's HeatPolicies and Namespaces, from
+    heatshift's own informers (kube.informer), in every replica."""
 
 
 def _state(memo: Any) -> State:
@@ -205,6 +220,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.admission.server = _webhook_server(options, Path(state.scratch.name))
     settings.admission.managed = f"{GROUP}.webhooks" if options.manage_webhook_config else None
     state.api = state.session.api
+    # Every replica keeps its Jobs and Pods current, a standby too: it takes over warm.
+    state.informers = informer.Informers(
+        state.api, options.namespaces, state.heard, on_held=lambda: _wake(state, None)
+    )
+    state.informers.start()
     state.memory = cycle.Memory(recorder=events.Recorder(state.api), metrics=state.metrics)
     log.info(
         "heatshift started: cluster=%s as %s namespaces=%s webhook_port=%d managed_webhooks=%s",
@@ -219,6 +239,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
     state = _state(memo)
+    if state.informers is not None:
+        await state.informers.stop()
     if state.scratch is not None:
         state.scratch.cleanup()
 
@@ -230,24 +252,6 @@ def planner_probe(memo: Any, **_: Any) -> int:
 
 
 # --- indexes: what the webhook decides on ------------------------------------------------------
-
-
-@kopf.index(GROUP, VERSION, "heatpolicies", id="policies")
-def policies_index(
-    name: str, meta: Mapping[str, Any], spec: Mapping[str, Any], **_: Any
-) -> dict[str, resources.HeatPolicy] | None:
-    try:
-        policy = resources.HeatPolicy.model_validate(
-            {
-                "apiVersion": resources.GROUP_VERSION,
-                "kind": "HeatPolicy",
-                "metadata": {"name": name, "generation": meta.get("generation")},
-                "spec": dict(spec),
-            }
-        )
-    except pydantic.ValidationError:
-        return None  # an invalid policy holds nothing; validate-heatpolicy reports it
-    return {name: policy}
 
 
 @kopf.index("", "v1", "namespaces", id="namespace_labels")
@@ -287,22 +291,10 @@ def view_nodes(name: str, body: kopf.Body, memo: Any, **_: Any) -> dict[str, wor
     return {name: view.node_record(body)}
 
 
-def _by_namespace(record: workloads.Workload | None) -> dict[str, workloads.Workload]:
-    # An empty result, not None, for a finished one: Kopf keeps an object's last value when its
-    # index function returns None, and drops the object on an empty mapping.
-    return {} if record is None else {record.namespace: record}
-
-
-@kopf.index("batch", "v1", "jobs", id="view_jobs")
-def view_jobs(body: kopf.Body, memo: Any, **_: Any) -> dict[str, workloads.Workload]:
-    _heard(memo, "jobs")
-    return _by_namespace(view.job_record(body))
-
-
-@kopf.index("", "v1", "pods", id="view_pods")
-def view_pods(body: kopf.Body, memo: Any, **_: Any) -> dict[str, workloads.Workload]:
-    _heard(memo, "pods")
-    return _by_namespace(view.pod_record(body))
+def _informed(state: State) -> informer.Informers:
+    if state.informers is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=2)
+    return state.informers
 
 
 def _view(state: State, api: client.KubeApi, indexes: Mapping[str, Any]) -> view.WatchedReader:
@@ -313,21 +305,12 @@ def _view(state: State, api: client.KubeApi, indexes: Mapping[str, Any]) -> view
             heatpolicies=indexes["view_heatpolicies"],
             nodes=indexes["view_nodes"],
             namespaces=indexes["namespace_labels"],
-            jobs=indexes["view_jobs"],
-            pods=indexes["view_pods"],
+            jobs=_informed(state).jobs_store,
+            pods=_informed(state).pods_store,
         ),
         state.heard,
         api,
     )
-
-
-def _all_policies(index: Mapping[str, Any]) -> list[resources.HeatPolicy]:
-    return [p for store in index.values() for p in store if isinstance(p, resources.HeatPolicy)]
-
-
-def _ns_labels(index: Mapping[str, Any], namespace: str) -> dict[str, str]:
-    store = index.get(namespace) or ()
-    return selection.namespace_labels(namespace, next(iter(store), None))
 
 
 # --- admission: hold new work ------------------------------------------------------------------
@@ -345,7 +328,23 @@ Decide = Callable[
 ]
 
 
-def _hold(
+def _admission_inputs(
+    state: State, namespace: str
+) -> tuple[list[resources.HeatPolicy], dict[str, str]] | None:
+    """The policies and the namespace's labels the webhook decides on; None if not known yet.
+
+    From the informers every replica runs (:class:`heatshift.kube.informer.Informers`), not
+    from Kopf indexes: a standby answers the webhook too (the Service picks a replica at
+    random), and peering pauses a standby's Kopf watches."""
+    if state.informers is None:
+        return None
+    try:
+        return state.informers.admission_inputs(namespace)
+    except informer.NotSynced:
+        return None
+
+
+async def _hold(
     decide: Decide,
     body: kopf.Body,
     patch: kopf.Patch,
@@ -356,10 +355,12 @@ def _hold(
     obj = dict(body)
     meta = obj.get("metadata") or {}
     ns = str(meta.get("namespace") or "")
-    # The indexes arrive as keyword arguments named by their ids.
-    changes, policy = decide(
-        obj, _all_policies(indexes["policies"]), _ns_labels(indexes["namespace_labels"], ns)
-    )
+    state = _state(memo)
+    inputs = _admission_inputs(state, ns)
+    if inputs is None:
+        # Not knowing which policy wants it, it runs now: compute never waits on heatshift.
+        return
+    changes, policy = decide(obj, *inputs)
     if changes is None:
         return
     for key, value in changes.items():
@@ -371,7 +372,7 @@ def _hold(
         meta.get("name") or meta.get("generateName", "?"),
         policy,
     )
-    _wake(_state(memo), policy)
+    _wake(state, policy)
 
 
 _ADMISSION: dict[str, Any] = {
@@ -382,35 +383,25 @@ _ADMISSION: dict[str, Any] = {
 
 
 @kopf.on.mutate("batch", "v1", "jobs", id=HOLD_JOBS_ID, **_ADMISSION)
-def hold_jobs(
+async def hold_jobs(
     body: kopf.Body,
     patch: kopf.Patch,
     memo: Any,
     logger: logging.Logger | logging.LoggerAdapter[Any],
     **kwargs: Any,
 ) -> None:
-    _hold(admission.hold_job, body, patch, memo, logger, kwargs)
+    await _hold(admission.hold_job, body, patch, memo, logger, kwargs)
 
 
 @kopf.on.mutate("", "v1", "pods", id=HOLD_PODS_ID, **_ADMISSION)
-def hold_pods(
+async def hold_pods(
     body: kopf.Body,
     patch: kopf.Patch,
     memo: Any,
     logger: logging.Logger | logging.LoggerAdapter[Any],
     **kwargs: Any,
 ) -> None:
-    _hold(admission.hold_pod, body, patch, memo, logger, kwargs)
-
-
-def _is_held_job(body: kopf.Body, **_: Any) -> bool:
-    return workloads.from_job(body).held
-
-
-@kopf.on.event("batch", "v1", "jobs", id="notice-held-jobs", when=_is_held_job)
-def notice_held_jobs(memo: Any, **_: Any) -> None:
-    # Which policy manages it is the cycle's question; waking all of them is cheap.
-    _wake(_state(memo), None)
+    await _hold(admission.hold_pod, body, patch, memo, logger, kwargs)
 
 
 # --- validation: say in words why a spec cannot be used ----------------------------------------
@@ -509,8 +500,9 @@ async def plan_loop(
 ) -> None:
     state = _state(memo)
     api, memory = _ready(state)
-    # Kopf starts no handler before every index has listed its objects once, so the first
-    # cycle already plans from a complete view.
+    # Kopf starts no handler before every index has listed its objects once, and the Job and
+    # Pod informers are waited for here, so the first cycle plans from a complete view.
+    await _informed(state).wait_synced()
     reader = _view(state, api, kwargs)
     wake = state.wake.setdefault(name, asyncio.Event())
     try:

@@ -1224,6 +1224,13 @@ class HeatPolicyStatus(Schema):
         ge=0,
         description="Releases forced by a deadline rather than chosen for heat.",
     )
+    kueue_waiting: int | None = Field(
+        alias="kueueWaiting",
+        default=None,
+        ge=0,
+        description="Kueue Workloads of this policy that heatshift's admission check holds for "
+        "heat (Retry) as of its last round; absent when the operator does not run --kueue.",
+    )
     expected_useful_heat_kwh: float | None = Field(
         default=None,
         ge=0,

@@ -14,9 +14,12 @@ One module per concern:
 - :mod:`heatshift.kube.events`: Events in words, each warning posted once.
 - :mod:`heatshift.kube.admission`: the webhook's hold patches for new Jobs and Pods.
 - :mod:`heatshift.kube.status`: LeafSite and HeatPolicy status from a planning cycle.
+- :mod:`heatshift.kube.view`: the watched view the cycles read; :mod:`heatshift.kube.informer`
+  keeps its Jobs and Pods (and the webhook's HeatPolicies and Namespaces) by list and watch.
+- :mod:`heatshift.kube.placements`: cycles place one at a time, counting releases not seen yet.
 - :mod:`heatshift.kube.cycle`: one planning cycle, snapshot to applied plan.
 
 Translation functions are pure (dicts in, dicts or patches out); only ``login``, ``client``,
-``meters``, ``events``, ``apply`` and ``cycle`` do I/O. Kopf is not imported here:
+``informer``, ``meters``, ``events``, ``apply`` and ``cycle`` do I/O. Kopf is not imported here:
 ``heatshift.handlers`` wires it.
 """

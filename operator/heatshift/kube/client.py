@@ -28,7 +28,7 @@ import logging
 import random
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -71,6 +71,10 @@ class KubeNotFound(KubeAPIError):
 
 class KubeConflict(KubeAPIError):
     """The object changed since it was read (a stale resourceVersion): re-read and retry."""
+
+
+class KubeGone(KubeAPIError):
+    """410: a watch asked for a resourceVersion the server no longer has; list again."""
 
 
 class KubeCredentialError(KubeAPIError):
@@ -299,15 +303,82 @@ class Client:
 
     async def list_objects(self, path: str) -> list[JsonObject]:
         """Every item of a collection, following ``continue`` tokens."""
+        items, _ = await self.list_versioned(path)
+        return items
+
+    async def list_versioned(self, path: str) -> tuple[list[JsonObject], str]:
+        """Every item of a collection and the collection's resourceVersion, to watch from.
+        The pages of one list are one consistent snapshot (the server's ``continue`` token)."""
         items: list[JsonObject] = []
         token = ""
+        version = ""
         while True:
             query = [("limit", "500")] + ([("continue", token)] if token else [])
             page = await self._request("GET", path, query=query)
             items.extend(i for i in page.get("items") or [] if isinstance(i, dict))
-            token = str((page.get("metadata") or {}).get("continue") or "")
+            meta = page.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")
+            token = str(meta.get("continue") or "")
             if not token:
-                return items
+                return items, version
+
+    async def watch(
+        self, path: str, resource_version: str, *, timeout_s: float
+    ) -> AsyncIterator[JsonObject]:
+        """The events of one watch request from ``resource_version`` (bookmarks included),
+        until the server ends it after ``timeout_s``. A 410 is :class:`KubeGone`; a refused
+        credential is renewed (an exec plugin run again) before the error is raised, so the
+        caller's next watch has a fresh one."""
+        from kubernetes_asyncio.client import exceptions
+
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(max(1, int(timeout_s)))),
+        ]
+        method = "WATCH"
+        try:
+            response = await self.api_client.call_api(
+                path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                # The server ends the watch; this only bounds a connection that went silent.
+                _request_timeout=timeout_s + 60,
+            )
+        except exceptions.ApiException as err:
+            found = _error(method, path, err, self.credentials.who)
+            if isinstance(found, KubeCredentialError) and found.status == 401:
+                await self.credentials.renew()
+            raise found from err
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise KubeAPIError(f"{method} {path}: {err or type(err).__name__}") from err
+        try:
+            while True:
+                try:
+                    line = await response.content.readline()
+                except (aiohttp.ClientError, TimeoutError) as err:
+                    raise KubeAPIError(f"{method} {path}: {err or type(err).__name__}") from err
+                if not line:
+                    return
+                try:
+                    event = json.loads(line)
+                except ValueError as err:
+                    problem = f"{method} {path}: an event is not JSON: {err}"
+                    raise KubeAPIError(problem, 200) from err
+                if not isinstance(event, dict):
+                    raise KubeAPIError(f"{method} {path}: an event is not a JSON object", 200)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    code = int(status.get("code") or 0)
+                    message = f"{method} {path}: HTTP {code}: {status.get('message', '')}"
+                    raise KubeGone(message, code) if code == 410 else KubeAPIError(message, code)
+                yield event
+        finally:
+            response.release()
 
     async def patch(
         self, path: str, body: JsonObject | list[JsonObject], content_type: str = MERGE_PATCH

@@ -9,13 +9,16 @@ The phases, numbered in :func:`run_cycle` and each timed in the log line that cl
    same, and said so in the log and the HeatPolicy's status.
 2. **meter**: one reading or rejection per site of the policy, time-bounded
    (:func:`heatshift.kube.meters.fetch_results`).
-3. **snapshot**: :func:`heatshift.kube.snapshot.build_snapshot`.
+3. **snapshot**: :func:`heatshift.kube.snapshot.build_snapshot`, with the releases of earlier
+   cycles that the view does not show yet counted as running (:mod:`heatshift.kube.placements`).
+   Phases 3 to 6 run for one policy at a time, so policies sharing a site never both fill it.
 4. **plan**: the production planner in a worker thread, bounded by the solver's time limit
    plus a margin; if it raises or overruns, the heat-unaware default plan instead
    (:func:`make_plan`).
 5. **decide**: the deadline guard once more against the *operator's* next decision, which may
    be further off than the planner's step, and the releases that start before it, each with
-   its reason in words (:func:`releases_for`).
+   its reason in words (:func:`releases_for`). A due job with every allowed site full is
+   released all the same, to wait in the cluster's queue at its site.
 6. **release**: concurrently, at most :data:`heatshift.kube.apply.MAX_IN_FLIGHT` at once,
    every deadline release before any other (:func:`heatshift.kube.apply.release_all`).
 7. **report**: Warning Events for malformed hints and an unusable spec, LeafSite and HeatPolicy
@@ -34,6 +37,7 @@ changed. Called by the Kopf wiring on each policy's timer and by the CLI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -46,6 +50,7 @@ import pydantic
 from heatshift import metrics as metrics_mod
 from heatshift import model, resources
 from heatshift.kube import apply, client, events, isolation, meters, view, workloads
+from heatshift.kube import placements as placements_mod
 from heatshift.kube import snapshot as snapshot_mod
 from heatshift.kube import status as status_mod
 from heatshift.metering import readings
@@ -181,6 +186,27 @@ def _decision(
     return f"why {p.site}: {p.reason}{fallback}; why now: {why_now}"
 
 
+def _release_of(
+    w: workloads.Workload,
+    site: str | None,
+    leafsites: Mapping[str, resources.LeafSite],
+    decision: str,
+    reason: apply.ReleaseKind,
+    policy: str,
+) -> apply.Release:
+    """``w`` released to ``site`` (its nodeSelector), or without one (the cluster places it)."""
+    return apply.Release(
+        kind=w.kind,
+        namespace=w.namespace,
+        name=w.name,
+        site=site,
+        node_selector=leafsites[site].spec.node_selector if site is not None else {},
+        decision=decision,
+        reason=reason,
+        policy=policy,
+    )
+
+
 def releases_for(
     built: snapshot_mod.Built,
     outcome: PlanOutcome,
@@ -217,18 +243,7 @@ def releases_for(
             built,
             next_decision_s,
         )
-        out.append(
-            apply.Release(
-                kind=w.kind,
-                namespace=w.namespace,
-                name=w.name,
-                site=p.site,
-                node_selector=leafsites[p.site].spec.node_selector,
-                decision=decision,
-                reason=kind,
-                policy=policy,
-            )
-        )
+        out.append(_release_of(w, p.site, leafsites, decision, kind, policy))
     for u in outcome.plan.unschedulable:
         stuck = by_id.get(u.job_id)
         if stuck is None or stuck.deadline_s >= next_decision_s or u.job_id not in built.held:
@@ -237,16 +252,61 @@ def releases_for(
         # Compute before heat: a job no site can take still starts by its deadline, placed by
         # the cluster's own scheduler.
         out.append(
-            apply.Release(
-                kind=w.kind,
-                namespace=w.namespace,
-                name=w.name,
-                site=None,
-                node_selector={},
-                decision=f"no LeafSite can take it ({u.reason[:200]}); why now: its start "
+            _release_of(
+                w,
+                None,
+                leafsites,
+                f"no LeafSite can take it ({u.reason[:200]}); why now: its start "
                 f"deadline {_when_words(stuck.deadline_s)} falls before the next decision",
-                reason=apply.ReleaseKind.DEADLINE,
-                policy=policy,
+                apply.ReleaseKind.DEADLINE,
+                policy,
+            )
+        )
+    out.extend(_queued_at_deadline(built, outcome, out, leafsites, policy, next_decision_s))
+    return out
+
+
+def _queued_at_deadline(
+    built: snapshot_mod.Built,
+    outcome: PlanOutcome,
+    releasing: Sequence[apply.Release],
+    leafsites: Mapping[str, resources.LeafSite],
+    policy: str,
+    next_decision_s: float,
+) -> list[apply.Release]:
+    """Due jobs no allowed site has room for now (every one is full of running work): each
+    goes to the site its plan starts it at first (else the first allowed one) and waits there
+    in the cluster's own queue, as it would without heatshift, rather than held for a cycle
+    after room frees. Holding never costs a deadline the cluster alone would have met."""
+    snap = built.snapshot
+    releasing_ids = {f"{r.kind.value.lower()}/{r.namespace}/{r.name}" for r in releasing}
+    planned = {p.job_id: p.site for p in sorted(outcome.plan.placements, key=lambda p: p.start_s)}
+    out: list[apply.Release] = []
+    for job in sorted(snap.pending, key=lambda j: (j.deadline_s, j.id)):
+        if job.deadline_s >= next_decision_s or job.id in releasing_ids or job.id not in built.held:
+            continue
+        allowed = [
+            s.name
+            for s in snap.sites
+            if job.may_run_at(s.name) and job.resources.fits_within(s.capacity)
+        ]
+        site = planned.get(job.id) if planned.get(job.id) in allowed else None
+        site = site or next(iter(allowed), None)
+        if site is None or site not in leafsites:
+            continue  # no site can ever take it: released without a site above
+        w = built.held[job.id]
+        out.append(
+            _release_of(
+                w,
+                site,
+                leafsites,
+                f"why {site}: every allowed site is full now and the plan has room for "
+                f"it here first, so it waits in the cluster's queue there; why now: its start "
+                f"deadline {_when_words(job.deadline_s)} (from "
+                f"{built.deadline_sources.get(job.id, 'its policy')}) falls before the next "
+                "decision",
+                apply.ReleaseKind.DEADLINE,
+                policy,
             )
         )
     return out
@@ -261,6 +321,18 @@ class Memory:
     metrics: metrics_mod.Metrics
     released: dict[str, int] = dataclasses.field(default_factory=dict)
     deadline_forced: dict[str, int] = dataclasses.field(default_factory=dict)
+    placements: placements_mod.Placements = dataclasses.field(
+        default_factory=placements_mod.Placements
+    )
+    """Cycles place one at a time; releases the view has not shown yet (kube.placements)."""
+    kueue_admitted: dict[str, tuple[workloads.Workload, ...]] = dataclasses.field(
+        default_factory=dict
+    )
+    """Per heatshift AdmissionCheck: the Kueue Workloads it admitted to a site that still run
+    (:mod:`heatshift.kueue.controller`); every cycle counts them at their sites."""
+    kueue_waiting: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    """Per heatshift AdmissionCheck, per HeatPolicy: the Workloads it holds in Retry, for the
+    policy's status."""
     ledgers: dict[str, resources.LedgerStatus] = dataclasses.field(default_factory=dict)
     """The ledger last written per site: newer than a status read before another policy's
     cycle wrote it, so a stretch of time is counted once however many policies cover a site."""
@@ -336,45 +408,56 @@ async def run_cycle(
     )
     timings["meter"] = time.monotonic() - t
 
-    # 3. snapshot: sites, held and running jobs; per site and per job, guarded.
-    t = time.monotonic()
-    built = snapshot_mod.build_snapshot(
-        policy,
-        policies=cluster.policies,
-        leafsites=sites,
-        nodes=cluster.nodes,
-        all_workloads=cluster.workloads,
-        ns_labels=cluster.ns_labels,
-        results=results,
-        now_s=now_s,
-        guard=guard,
-    )
-    timings["snapshot"] = time.monotonic() - t
-
-    # 4. plan: the production planner, or the heat-unaware plan if it fails or overruns.
-    cfg = policy.spec.planner_config()
-    outcome = await make_plan(built.snapshot, cfg, timeout_s=cfg.time_limit_s + PLANNER_MARGIN_S)
-    timings["plan"] = outcome.seconds
-
-    # 5. decide: what starts before the next decision, deadline guard included.
-    t = time.monotonic()
-    releases = releases_for(
-        built,
-        outcome,
-        leafsites={s.metadata.name: s for s in sites},
-        policy=policy_name,
-        next_decision_s=now_s + policy.spec.replan_interval_s,
-        guard=guard,
-    )
-    timings["decide"] = time.monotonic() - t
-
+    # 3-6 place: one policy at a time (its snapshot counts every earlier cycle's releases,
+    # seen through the watch or still only booked), so policies sharing a site never both
+    # fill it. A dry run places nothing and waits for no one.
     applied: dict[str, apply.Outcome] = {}
-    if apply_plan:
-        # 6. release: concurrently, bounded, every deadline release first.
+    async with memory.placements.lock if apply_plan else contextlib.nullcontext():
+        # 3. snapshot: sites, held and running jobs; per site and per job, guarded.
         t = time.monotonic()
-        applied = await _release(api, policy, releases, memory, now_s, guard)
-        timings["release"] = time.monotonic() - t
+        built = snapshot_mod.build_snapshot(
+            policy,
+            policies=cluster.policies,
+            leafsites=sites,
+            nodes=cluster.nodes,
+            all_workloads=[
+                *memory.placements.overlay(cluster.workloads, now_s),
+                *(w for admitted in memory.kueue_admitted.values() for w in admitted),
+            ],
+            ns_labels=cluster.ns_labels,
+            results=results,
+            now_s=now_s,
+            guard=guard,
+        )
+        timings["snapshot"] = time.monotonic() - t
 
+        # 4. plan: the production planner, or the heat-unaware plan if it fails or overruns.
+        cfg = policy.spec.planner_config()
+        outcome = await make_plan(
+            built.snapshot, cfg, timeout_s=cfg.time_limit_s + PLANNER_MARGIN_S
+        )
+        timings["plan"] = outcome.seconds
+
+        # 5. decide: what starts before the next decision, deadline guard included.
+        t = time.monotonic()
+        releases = releases_for(
+            built,
+            outcome,
+            leafsites={s.metadata.name: s for s in sites},
+            policy=policy_name,
+            next_decision_s=now_s + policy.spec.replan_interval_s,
+            guard=guard,
+        )
+        timings["decide"] = time.monotonic() - t
+
+        if apply_plan:
+            # 6. release: concurrently, bounded, every deadline release first.
+            t = time.monotonic()
+            applied = await _release(api, policy, releases, memory, now_s, guard)
+            _book(memory.placements, built, releases, applied, now_s)
+            timings["release"] = time.monotonic() - t
+
+    if apply_plan:
         # 7. report: warnings, statuses, metrics; then every failed step as an Event.
         t = time.monotonic()
         await _report(
@@ -405,6 +488,28 @@ async def run_cycle(
         timings,
         tuple(guard.failures),
         stale,
+    )
+
+
+def _book(
+    book: placements_mod.Placements,
+    built: snapshot_mod.Built,
+    releases: Sequence[apply.Release],
+    applied: Mapping[str, apply.Outcome],
+    now_s: float,
+) -> None:
+    """Book the releases that took effect, at their sites (a siteless deadline release holds
+    no LeafSite's capacity)."""
+    held = {(w.kind, w.namespace, w.name): w for w in built.held.values()}
+    book.book(
+        (
+            (held[(r.kind, r.namespace, r.name)], r.site)
+            for r in releases
+            if r.site is not None
+            and applied.get(f"{r.namespace}/{r.name}") is apply.Outcome.RELEASED
+            and (r.kind, r.namespace, r.name) in held
+        ),
+        now_s,
     )
 
 
@@ -578,6 +683,11 @@ async def _write_policy_status(
         planned_ok=outcome.error is None,
         message=message,
         now_s=now_s,
+        kueue_waiting=(
+            sum(per.get(policy.metadata.name, 0) for per in memory.kueue_waiting.values())
+            if memory.kueue_waiting
+            else None
+        ),
     )
     await patch_status(api, HEATPOLICIES, policy.metadata.name, status)
 

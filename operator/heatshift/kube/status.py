@@ -282,8 +282,10 @@ def policy_status(
     planned_ok: bool,
     message: str,
     now_s: float,
+    kueue_waiting: int | None = None,
 ) -> resources.HeatPolicyStatus:
-    """The policy's status after a cycle (``plan`` None when planning could not run)."""
+    """The policy's status after a cycle (``plan`` None when planning could not run);
+    ``kueue_waiting`` None leaves the Kueue count out (no admission check runs)."""
     old = policy.status or resources.HeatPolicyStatus()
     gen = policy.metadata.generation
     conditions = _ready(old.conditions, "Valid", "the policy is valid and planning", now_s, gen)
@@ -302,6 +304,8 @@ def policy_status(
         "deadlineForcedReleases": deadline_forced_total,
         "conditions": conditions,
     }
+    if kueue_waiting is not None:
+        fields["kueueWaiting"] = kueue_waiting
     if plan is not None:
         fields.update(
             {

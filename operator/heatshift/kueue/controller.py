@@ -6,7 +6,8 @@
 2. each one's owner (the Job, JobSet, ... it stands for) read once, for the SLA-class label
    and the ``heatshift.dev/*`` hints: no per-kind code, every kind Kueue supports is one GET;
 3. per HeatPolicy that selects some of them: metering, the snapshot (Workloads this check
-   admitted to a site count as running there), the plan, the verdicts
+   admitted to a site, and the Jobs and Pods the planning cycles released to one, count as
+   running there), the plan, the verdicts
    (:func:`heatshift.kueue.decide.verdicts`); a Workload no policy selects is Ready at once;
 4. each verdict written as heatshift's entry of ``status.admissionChecks``, by server-side
    apply as :data:`heatshift.kueue.objects.FIELD_MANAGER` (Kueue applies its own fields as its
@@ -15,11 +16,14 @@
 
 Failures stay per object (:class:`heatshift.kube.isolation.Guard`): an owner that cannot be
 read is planned on its policy's defaults, a status that cannot be written is retried next
-round. Called by :mod:`heatshift.kueue.handlers`.
+round. In the operator, steps 3 and 4 run while no planning cycle places work (the cycles'
+lock, :mod:`heatshift.kube.placements`), and the Workloads admitted to sites are left in the
+cycles' memory for them to count. Called by :mod:`heatshift.kueue.handlers`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
@@ -50,6 +54,9 @@ class View:
     nodes: Sequence[workloads.Node]
     ns_labels: Mapping[str, Mapping[str, str]]
     kueue_workloads: Sequence[objects.KueueWorkload]
+    plain_workloads: Sequence[workloads.Workload] = ()
+    """The watched view's Jobs and Pods (:mod:`heatshift.kube.view`): those heatshift released
+    to a site hold capacity there for the check's plans too."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,14 +107,90 @@ async def decide_check(
     meter_factory: meters.SourceFactory = meters.default_source,
     metering_timeout_s: float = cycle.METERING_TIMEOUT_S,
     owners: dict[str, OwnerMeta] | None = None,
+    shared: cycle.Memory | None = None,
 ) -> Round:
     """One decision round for ``check_name``; see the module docstring. ``owners`` (by
-    Workload uid) carries the owners' labels and annotations from round to round."""
+    Workload uid) carries the owners' labels and annotations from round to round. With
+    ``shared`` (the planning cycles' memory) the round plans and writes while no cycle places
+    work, counts the Jobs the cycles released, and leaves the Workloads it admitted to sites
+    for the cycles to count (:attr:`heatshift.kube.cycle.Memory.kueue_admitted`)."""
     guard = isolation.Guard()
     mine = [w for w in view.kueue_workloads if w.check(check_name) is not None]
     waiting = [w for w in mine if w.pending(check_name)]
+    cache = owners if owners is not None else {}
     if not waiting:
+        if shared is not None:
+            shared.kueue_admitted[check_name] = _at_sites(mine, check_name, cache, (), now_s)
+            shared.kueue_waiting[check_name] = {}
         return Round((), 0, ())
+    async with shared.placements.lock if shared is not None else contextlib.nullcontext():
+        found = await _decide_and_write(
+            api,
+            check_name,
+            view,
+            recorder,
+            mine,
+            waiting,
+            cache,
+            guard,
+            now_s,
+            meter_factory=meter_factory,
+            metering_timeout_s=metering_timeout_s,
+            shared=shared,
+        )
+    for f in guard.failures:
+        try:
+            await recorder.post(
+                f.ref.involved(),
+                reason=isolation.EVENT_REASON,
+                message=f.message,
+                now_s=now_s,
+                warning=True,
+            )
+        except client.KubeAPIError as err:
+            log.warning("event not posted: object=%s: %s", f.ref, err)
+    return found
+
+
+def _at_sites(
+    mine: Sequence[objects.KueueWorkload],
+    check_name: str,
+    cache: Mapping[str, OwnerMeta],
+    ready: Sequence[decide.Verdict],
+    now_s: float,
+) -> tuple[workloads.Workload, ...]:
+    """The Workloads this check admitted to a site and still running, with those just made
+    Ready (Kueue has not admitted them yet) as if running from now."""
+    ready_at = {v.key: v.site for v in ready if v.site is not None}
+    out: list[workloads.Workload] = []
+    for w in mine:
+        meta = cache.get(w.uid, NO_OWNER)
+        planned = objects.as_workload(
+            w, check_name, labels=meta.labels, annotations=meta.annotations
+        )
+        site = ready_at.get(w.key)
+        if site is not None and planned.held:
+            planned = dataclasses.replace(planned, held=False, site=site, released_at_s=now_s)
+        if planned.running:
+            out.append(planned)
+    return tuple(out)
+
+
+async def _decide_and_write(
+    api: Api,
+    check_name: str,
+    view: View,
+    recorder: events.Recorder,
+    mine: Sequence[objects.KueueWorkload],
+    waiting: Sequence[objects.KueueWorkload],
+    cache: dict[str, OwnerMeta],
+    guard: isolation.Guard,
+    now_s: float,
+    *,
+    meter_factory: meters.SourceFactory,
+    metering_timeout_s: float,
+    shared: cycle.Memory | None,
+) -> Round:
     by_key = {w.key: w for w in mine}
 
     async def owner_of(w: objects.KueueWorkload) -> OwnerMeta:
@@ -116,9 +199,8 @@ async def decide_check(
 
     # Waiting Workloads' owners are read every round (hints may change while they wait);
     # running ones' once, for how long they hold their site (their expected duration).
-    cache = owners if owners is not None else {}
     running = [w for w in mine if not w.finished and not w.pending(check_name)]
-    to_read = waiting + [w for w in running if w.uid not in cache]
+    to_read = [*waiting, *(w for w in running if w.uid not in cache)]
     read = await apply.run_bounded(to_read, owner_of, limit=apply.MAX_IN_FLIGHT)
     cache.update((one.uid, meta) for one, meta in zip(to_read, read, strict=True))
     live = {w.uid for w in mine if not w.finished}
@@ -134,7 +216,14 @@ async def decide_check(
         for w in mine
     ]
 
+    # The plain Jobs and Pods heatshift released hold their sites' capacity here too.
+    plain = view.plain_workloads
+    if shared is not None:
+        plain = shared.placements.overlay(plain, now_s)
+    planned_with_plain = [*as_planned, *(w for w in plain if w.running)]
+
     out: list[decide.Verdict] = []
+    waiting_for_heat: dict[str, int] = {}
     problems: dict[str, list[str]] = {}
     managed: dict[str, list[str]] = {}
     for planned in as_planned:
@@ -163,7 +252,7 @@ async def decide_check(
             policies=view.policies,
             leafsites=sites,
             nodes=view.nodes,
-            all_workloads=as_planned,
+            all_workloads=planned_with_plain,
             ns_labels=view.ns_labels,
             results=results,
             now_s=now_s,
@@ -173,13 +262,17 @@ async def decide_check(
         outcome = await cycle.make_plan(
             built.snapshot, cfg, timeout_s=cfg.time_limit_s + cycle.PLANNER_MARGIN_S
         )
-        out += decide.verdicts(
+        decided = decide.verdicts(
             built,
             outcome,
             leafsites={s.metadata.name: s for s in sites},
             policy=policy.metadata.name,
             now_s=now_s,
             interval_s=policy.spec.replan_interval_s,
+        )
+        out += decided
+        waiting_for_heat[policy.metadata.name] = sum(
+            1 for v in decided if v.state is objects.CheckState.RETRY
         )
         for job_id, found in built.problems.items():
             held = built.held.get(job_id)
@@ -214,17 +307,10 @@ async def decide_check(
         return bool(done)
 
     written = await apply.run_bounded(out, write, limit=apply.MAX_IN_FLIGHT)
-    for f in guard.failures:
-        try:
-            await recorder.post(
-                f.ref.involved(),
-                reason=isolation.EVENT_REASON,
-                message=f.message,
-                now_s=now_s,
-                warning=True,
-            )
-        except client.KubeAPIError as err:
-            log.warning("event not posted: object=%s: %s", f.ref, err)
+    if shared is not None:
+        ready = [v for v, done in zip(out, written, strict=True) if done]
+        shared.kueue_admitted[check_name] = _at_sites(mine, check_name, cache, ready, now_s)
+        shared.kueue_waiting[check_name] = waiting_for_heat
     return Round(tuple(out), sum(written), tuple(guard.failures))
 
 

@@ -4,9 +4,10 @@ Handlers (ids are part of the contract with the chart and the e2e suite):
 
 - ``kueue_workloads`` (index): every Kueue Workload with admission checks, reduced to a
   :class:`heatshift.kueue.objects.KueueWorkload` (pod sets, owner, check states);
-- ``kueue_leafsites``, ``kueue_nodes`` (indexes): the LeafSites and Nodes to plan on;
-  with ``policies`` and ``namespace_labels`` from :mod:`heatshift.handlers`, the check reads
-  the cluster from watches alone;
+- the LeafSites, Nodes, HeatPolicies and namespaces come from the indexes of
+  :mod:`heatshift.handlers` (``view_leafsites``, ``view_nodes``, ``view_heatpolicies``,
+  ``namespace_labels``), shared with the planning cycles, so the check reads the cluster from
+  watches alone;
 - ``kueue-check`` (daemon, one per AdmissionCheck whose controllerName is
   ``heatshift.dev/heat``): sets it ``Active``, then decides its Pending Workloads
   (:func:`heatshift.kueue.controller.decide_check`) whenever one appears, and every
@@ -25,11 +26,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-import pydantic
 
 from heatshift import handlers as core
 from heatshift import resources
-from heatshift.kube import client, workloads
+from heatshift.kube import client, informer, view, workloads
 from heatshift.kueue import controller, objects
 
 log = logging.getLogger(__name__)
@@ -60,29 +60,6 @@ def workloads_index(body: kopf.Body, **_: Any) -> dict[str, objects.KueueWorkloa
     return {w.key: w} if w.checks else None
 
 
-def leafsites_index(
-    name: str, meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any
-) -> dict[str, resources.LeafSite] | None:
-    try:
-        site = resources.LeafSite.model_validate(
-            {
-                "apiVersion": resources.GROUP_VERSION,
-                "kind": "LeafSite",
-                "metadata": {"name": name, "generation": meta.get("generation")},
-                "spec": dict(spec),
-                "status": dict(status) or None,
-            }
-        )
-    except pydantic.ValidationError:
-        return None  # validate-leafsite reports it
-    return {name: site}
-
-
-def nodes_index(body: kopf.Body, **_: Any) -> dict[str, workloads.Node]:
-    node = workloads.from_node(body)
-    return {node.name: node}
-
-
 # --- the check -------------------------------------------------------------------------------
 
 
@@ -100,18 +77,31 @@ def notice_workloads(memo: Any, **_: Any) -> None:
         event.set()
 
 
-def _view(indexes: Mapping[str, Any]) -> controller.View:
+def _view(indexes: Mapping[str, Any], plain: informer.Informers | None = None) -> controller.View:
     ns_labels: dict[str, Mapping[str, str]] = {}
     for ns, store in (indexes.get("namespace_labels") or {}).items():
         labels = next(iter(store), None)
         if isinstance(labels, Mapping):
             ns_labels[str(ns)] = labels
     return controller.View(
-        policies=_values(indexes.get("policies"), resources.HeatPolicy),
-        leafsites=_values(indexes.get("kueue_leafsites"), resources.LeafSite),
-        nodes=_values(indexes.get("kueue_nodes"), workloads.Node),
+        policies=[
+            r.resource
+            for r in _values(indexes.get("view_heatpolicies"), view.Parsed)
+            if isinstance(r.resource, resources.HeatPolicy)
+        ],
+        # The watched view's records (heatshift.kube.view), shared with the planning cycles.
+        leafsites=[
+            r.resource
+            for r in _values(indexes.get("view_leafsites"), view.Parsed)
+            if isinstance(r.resource, resources.LeafSite)
+        ],
+        nodes=_values(indexes.get("view_nodes"), workloads.Node),
         ns_labels=ns_labels,
         kueue_workloads=_values(indexes.get("kueue_workloads"), objects.KueueWorkload),
+        plain_workloads=[
+            *_values(plain.jobs_store if plain else None, workloads.Workload),
+            *_values(plain.pods_store if plain else None, workloads.Workload),
+        ],
     )
 
 
@@ -145,12 +135,13 @@ async def check_loop(
                 await controller.decide_check(
                     api,
                     name,
-                    _view(indexes),
+                    _view(indexes, state.informers),
                     memory.recorder,
                     now_s=time.time(),
                     meter_factory=state.options.meter_factory,
                     metering_timeout_s=state.options.metering_timeout_s,
                     owners=owners,
+                    shared=memory,
                 )
             except Exception:
                 # A bug in one round must not end the loop: deadlines depend on the next one.
@@ -162,6 +153,9 @@ async def check_loop(
                 pass
     finally:
         _wakes(memo).pop(name, None)
+        # A check no longer decided leaves nothing for the planning cycles to count.
+        memory.kueue_admitted.pop(name, None)
+        memory.kueue_waiting.pop(name, None)
 
 
 _REGISTERED: set[int] = set()
@@ -176,14 +170,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.index(group, version, objects.WORKLOADS, id="kueue_workloads", registry=registry)(
         workloads_index
     )
-    kopf.index(
-        resources.API_GROUP,
-        resources.API_VERSION,
-        "leafsites",
-        id="kueue_leafsites",
-        registry=registry,
-    )(leafsites_index)
-    kopf.index("", "v1", "nodes", id="kueue_nodes", registry=registry)(nodes_index)
     kopf.on.event(
         group,
         version,
