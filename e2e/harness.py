@@ -564,6 +564,10 @@ class LocalControlPlane:
                 "--profiling=false",
             ],
         )
+        self._wait_api_server(apiserver)
+        return self
+
+    def _wait_api_server(self, apiserver: Process) -> None:
         ca_context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
         auth = {"Authorization": f"Bearer {self.admin_token}"}
         wait_for(
@@ -571,7 +575,14 @@ class LocalControlPlane:
             lambda: apiserver.serving(f"{self.server}/readyz", ca_context, auth),
             STARTUP_TIMEOUT_S,
         )
-        return self
+
+    def restart_api_server(self) -> None:
+        """SIGKILL kube-apiserver and start it again on the same port, etcd and audit log:
+        every watch and request in flight breaks at once, as in a control-plane upgrade."""
+        (old,) = [p for p in self.processes if p.name == "kube-apiserver"]
+        old.kill()
+        self.processes.remove(old)
+        self._wait_api_server(self._spawn("kube-apiserver", old.argv))
 
     def start_controllers(self) -> LocalControlPlane:
         """The controllers, the scheduler and kwok with the sites' nodes (after the API server)."""

@@ -91,9 +91,30 @@ async def test_two_policies_planning_at_once_never_overfill_the_site_they_share(
 
     first, second = await asyncio.gather(one("a"), one("b"))
 
-    # The site wants all the heat it can get: the first to place fills the node, the other
-    # sees those four running and waits for the next cycle.
+    # The site wants all the heat it can get. The first to place takes its share (half the
+    # held work is its own), the second sees those two running and fills the rest.
     released = _released(api)
     assert len(released) == 4, released
-    assert sorted([len(first.releases), len(second.releases)]) == [0, 4]
-    assert len(second.built.snapshot.running) + len(first.built.snapshot.running) == 4
+    assert sorted([len(first.releases), len(second.releases)]) == [2, 2]
+    assert sorted([len(first.built.snapshot.running), len(second.built.snapshot.running)]) == [
+        0,
+        2,
+    ]
+
+
+@pytest.mark.asyncio
+async def test_deadline_releases_are_never_cut_to_a_share() -> None:
+    api = _two_policies_on_one_node()
+    # b's Jobs are all due now: deadline releases are never cut to a share.
+    for i in range(4):
+        path = f"{JOBS}/b{i}"
+        api.objects[path]["metadata"]["annotations"]["heatshift.dev/max-delay"] = "0s"
+    reader = view.WatchedReader(_indexes(api.objects.values()), view.Heard(), api)
+    memory = cycle.Memory(recorder=events.Recorder(api), metrics=metrics_mod.Metrics())
+
+    due = await cycle.run_cycle(
+        api, "b", memory, now_s=NOW, meter_factory=Meter({"flats": 90.0}), reader=reader
+    )
+
+    assert len(due.releases) == 4
+    assert {r.reason.value for r in due.releases} == {"deadline"}

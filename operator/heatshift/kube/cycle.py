@@ -49,7 +49,7 @@ import pydantic
 
 from heatshift import metrics as metrics_mod
 from heatshift import model, resources
-from heatshift.kube import apply, client, events, isolation, meters, view, workloads
+from heatshift.kube import apply, client, events, isolation, meters, selection, view, workloads
 from heatshift.kube import placements as placements_mod
 from heatshift.kube import snapshot as snapshot_mod
 from heatshift.kube import status as status_mod
@@ -415,15 +415,16 @@ async def run_cycle(
     async with memory.placements.lock if apply_plan else contextlib.nullcontext():
         # 3. snapshot: sites, held and running jobs; per site and per job, guarded.
         t = time.monotonic()
+        seen = [
+            *memory.placements.overlay(cluster.workloads, now_s),
+            *(w for admitted in memory.kueue_admitted.values() for w in admitted),
+        ]
         built = snapshot_mod.build_snapshot(
             policy,
             policies=cluster.policies,
             leafsites=sites,
             nodes=cluster.nodes,
-            all_workloads=[
-                *memory.placements.overlay(cluster.workloads, now_s),
-                *(w for admitted in memory.kueue_admitted.values() for w in admitted),
-            ],
+            all_workloads=seen,
             ns_labels=cluster.ns_labels,
             results=results,
             now_s=now_s,
@@ -448,6 +449,7 @@ async def run_cycle(
             next_decision_s=now_s + policy.spec.replan_interval_s,
             guard=guard,
         )
+        releases = fair_share(releases, policy, cluster, seen, len(built.held))
         timings["decide"] = time.monotonic() - t
 
         if apply_plan:
@@ -489,6 +491,57 @@ async def run_cycle(
         tuple(guard.failures),
         stale,
     )
+
+
+def fair_share(
+    releases: Sequence[apply.Release],
+    policy: resources.HeatPolicy,
+    cluster: Cluster,
+    seen: Sequence[workloads.Workload],
+    own_held: int,
+) -> list[apply.Release]:
+    """This cycle's releases, those it chose (not deadline releases) cut to the policy's share
+    of held work among the policies sharing any of its sites. Policies place one at a time,
+    and without this the first to place after capacity frees would take all of it, cycle
+    after cycle, while the others' work waited for its deadlines. The rest is placed by the
+    next cycles, by this policy or another."""
+    name = policy.metadata.name
+    mine = {s.metadata.name for s in snapshot_mod.policy_sites(policy, cluster.leafsites)}
+    sharing = {
+        p.metadata.name
+        for p in cluster.policies
+        if p.metadata.name != name
+        and mine & {s.metadata.name for s in snapshot_mod.policy_sites(p, cluster.leafsites)}
+    }
+    if not sharing:
+        return list(releases)
+    others = 0
+    for w in seen:
+        if not w.held:
+            continue
+        owner = selection.managing_policy(
+            cluster.policies,
+            labels=w.labels,
+            ns_labels=selection.namespace_labels(w.namespace, cluster.ns_labels.get(w.namespace)),
+            is_pod=w.kind is workloads.Kind.POD,
+        )
+        if owner is not None and owner.metadata.name in sharing:
+            others += 1
+    chosen = [r for r in releases if r.reason is not apply.ReleaseKind.DEADLINE]
+    if not others or not chosen:
+        return list(releases)
+    keep = math.ceil(len(chosen) * own_held / (own_held + others))
+    if keep < len(chosen):
+        log.info(
+            "cycle policy=%s: %d of %d chosen releases now, its share of the %d held by the "
+            "policies sharing its sites; the rest next cycle",
+            name,
+            keep,
+            len(chosen),
+            own_held + others,
+        )
+    kept = set(map(id, chosen[:keep]))
+    return [r for r in releases if r.reason is apply.ReleaseKind.DEADLINE or id(r) in kept]
 
 
 def _book(
