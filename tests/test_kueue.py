@@ -431,12 +431,16 @@ def test_a_pending_workload_wakes_the_check_whatever_memo_copy_it_arrives_with()
     assert ids == {"kueue_workloads"}
 
 
-def test_the_check_reads_sites_and_nodes_from_the_watched_view_the_cycles_share() -> None:
+@pytest.mark.asyncio
+async def test_the_check_reads_sites_and_nodes_from_the_watched_view_the_cycles_share() -> None:
     from heatshift.kube import view
     from heatshift.kueue import handlers as kueue_handlers
 
     broken = kf.leafsite("broken")
     broken["spec"]["tank"] = "full"
+    running = view.job_record(
+        kf.job("render", suspend=False, annotations={workloads.SITE: "flats"})
+    )
     indexes = {
         "view_leafsites": {
             None: [view.site_record(kf.leafsite("flats")), view.site_record(broken)]
@@ -446,14 +450,28 @@ def test_the_check_reads_sites_and_nodes_from_the_watched_view_the_cycles_share(
         "namespace_labels": {"ml": [{"team": "a"}]},
         "kueue_workloads": {},
     }
+    # The planning cycles' reader over the same indexes, Jobs from the informers' store.
+    reader = view.WatchedReader(
+        view.Indexes(
+            leafsites=indexes["view_leafsites"],
+            heatpolicies=indexes["view_heatpolicies"],
+            nodes=indexes["view_nodes"],
+            namespaces=indexes["namespace_labels"],
+            jobs={"batch": [running]},
+            pods={},
+        ),
+        view.Heard(),
+        kf.FakeApi(),
+    )
 
-    seen = kueue_handlers._view(indexes)
+    seen = kueue_handlers._view(await reader.read(NOW), indexes)
 
     # An unusable LeafSite is left out here; the view's own check reports it in status.
     assert [s.metadata.name for s in seen.leafsites] == ["flats"]
     assert [n.name for n in seen.nodes] == ["n1"]
     assert [p.metadata.name for p in seen.policies] == ["batch"]
     assert seen.ns_labels == {"ml": {"team": "a"}}
+    assert [w.name for w in seen.plain_workloads] == ["render"]
 
 
 def _memory(api: KueueApi) -> Any:

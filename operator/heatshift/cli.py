@@ -267,7 +267,7 @@ def _describe_cycle(result: cycle_mod.CycleResult) -> str:
         lines.append(
             f"  site {site.name}: cpu {site.capacity.cpu:g}, gpu {site.capacity.gpu}, {heat}"
         )
-    releasing = {f"{r.kind.value.lower()}/{r.namespace}/{r.name}" for r in result.releases}
+    releasing = {r.workload_id for r in result.releases}
     for r in result.releases:
         lines.append(
             f"  would release {r.kind.value} {r.namespace}/{r.name} to {r.site or '(any node)'} "

@@ -251,7 +251,10 @@ def planner_probe(memo: Any, **_: Any) -> int:
     return len(_state(memo).wake)
 
 
-# --- indexes: what the webhook decides on ------------------------------------------------------
+# --- indexes: the watched view every planning cycle reads (kube.view) --------------------------
+#
+# Each stores the small record kube.view makes of an object, never the body. The view's Jobs
+# and Pods come from heatshift's own informers instead (kube.informer).
 
 
 @kopf.index("", "v1", "namespaces", id="namespace_labels")
@@ -260,13 +263,6 @@ def namespace_labels_index(
 ) -> dict[str, dict[str, str]]:
     _heard(memo, "namespaces")
     return {name: view.namespace_record(body)}
-
-
-# --- indexes: the watched view every planning cycle reads (kube.view) --------------------------
-#
-# Each stores the small record kube.view makes of an object, never the body; a finished Job or
-# Pod indexes as nothing, so it leaves the view. namespace_labels above is the view's
-# namespaces too.
 
 
 def _heard(memo: Any, kind: str) -> None:
@@ -350,7 +346,6 @@ async def _hold(
     patch: kopf.Patch,
     memo: Any,
     logger: logging.Logger | logging.LoggerAdapter[Any],
-    indexes: Mapping[str, Any],
 ) -> None:
     obj = dict(body)
     meta = obj.get("metadata") or {}
@@ -388,9 +383,9 @@ async def hold_jobs(
     patch: kopf.Patch,
     memo: Any,
     logger: logging.Logger | logging.LoggerAdapter[Any],
-    **kwargs: Any,
+    **_: Any,
 ) -> None:
-    await _hold(admission.hold_job, body, patch, memo, logger, kwargs)
+    await _hold(admission.hold_job, body, patch, memo, logger)
 
 
 @kopf.on.mutate("", "v1", "pods", id=HOLD_PODS_ID, **_ADMISSION)
@@ -399,9 +394,9 @@ async def hold_pods(
     patch: kopf.Patch,
     memo: Any,
     logger: logging.Logger | logging.LoggerAdapter[Any],
-    **kwargs: Any,
+    **_: Any,
 ) -> None:
-    await _hold(admission.hold_pod, body, patch, memo, logger, kwargs)
+    await _hold(admission.hold_pod, body, patch, memo, logger)
 
 
 # --- validation: say in words why a spec cannot be used ----------------------------------------

@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pydantic
-
 from heatshift import resources
 from heatshift.kube import selection, workloads
 
@@ -30,24 +28,6 @@ def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
 def _released(obj: Mapping[str, Any]) -> bool:
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     return workloads.RELEASED_AT in annotations
-
-
-def policy_from(
-    name: str, meta: Mapping[str, Any], spec: Mapping[str, Any]
-) -> resources.HeatPolicy | None:
-    """The HeatPolicy model the webhook decides on, or None for an invalid one (it holds
-    nothing; its status says why). For the Kopf index and the informer alike."""
-    try:
-        return resources.HeatPolicy.model_validate(
-            {
-                "apiVersion": resources.GROUP_VERSION,
-                "kind": "HeatPolicy",
-                "metadata": {"name": name, "generation": meta.get("generation")},
-                "spec": dict(spec),
-            }
-        )
-    except pydantic.ValidationError:
-        return None
 
 
 def hold_job(

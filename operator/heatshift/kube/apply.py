@@ -72,6 +72,11 @@ class Release:
     reason: ReleaseKind
     policy: str
 
+    @property
+    def workload_id(self) -> str:
+        """The released workload's :attr:`heatshift.kube.workloads.Workload.id`."""
+        return workloads.workload_id(self.kind, self.namespace, self.name)
+
 
 class Outcome(enum.StrEnum):
     RELEASED = "released"

@@ -279,7 +279,7 @@ def _queued_at_deadline(
     in the cluster's own queue, as it would without heatshift, rather than held for a cycle
     after room frees. Holding never costs a deadline the cluster alone would have met."""
     snap = built.snapshot
-    releasing_ids = {f"{r.kind.value.lower()}/{r.namespace}/{r.name}" for r in releasing}
+    releasing_ids = {r.workload_id for r in releasing}
     planned = {p.job_id: p.site for p in sorted(outcome.plan.placements, key=lambda p: p.start_s)}
     out: list[apply.Release] = []
     for job in sorted(snap.pending, key=lambda j: (j.deadline_s, j.id)):
@@ -553,14 +553,13 @@ def _book(
 ) -> None:
     """Book the releases that took effect, at their sites (a siteless deadline release holds
     no LeafSite's capacity)."""
-    held = {(w.kind, w.namespace, w.name): w for w in built.held.values()}
     book.book(
         (
-            (held[(r.kind, r.namespace, r.name)], r.site)
+            (built.held[r.workload_id], r.site)
             for r in releases
             if r.site is not None
             and applied.get(f"{r.namespace}/{r.name}") is apply.Outcome.RELEASED
-            and (r.kind, r.namespace, r.name) in held
+            and r.workload_id in built.held
         ),
         now_s,
     )

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from heatshift import resources
-from heatshift.kube import admission, client, selection, view, workloads
+from heatshift.kube import client, selection, view, workloads
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +207,9 @@ class NotSynced(Exception):
 
 
 def _policy_record(body: Mapping[str, Any]) -> resources.HeatPolicy | None:
-    meta = body.get("metadata") or {}
-    return admission.policy_from(_name(body), meta, body.get("spec") or {})
+    # Parsed as the view parses it; an invalid policy holds nothing (its status says why).
+    policy = view.policy_record(body).resource
+    return policy if isinstance(policy, resources.HeatPolicy) else None
 
 
 class _Merged(Mapping[str, Iterable[Any]]):

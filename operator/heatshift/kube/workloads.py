@@ -178,6 +178,11 @@ def bounded_resources(cpu: float, memory_gib: float, gpu: float) -> model.Resour
     )
 
 
+def workload_id(kind: Kind, namespace: str, name: str) -> str:
+    """A workload's id (:attr:`Workload.id`), from its kind, namespace and name."""
+    return f"{kind.value.lower()}/{namespace}/{name}"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Workload:
     """A Job or bare Pod, reduced to what placement needs."""
@@ -200,7 +205,7 @@ class Workload:
     @property
     def id(self) -> str:
         """Unique across kinds and namespaces; the planner's job id."""
-        return f"{self.kind.value.lower()}/{self.namespace}/{self.name}"
+        return workload_id(self.kind, self.namespace, self.name)
 
     @property
     def running(self) -> bool:

@@ -28,8 +28,7 @@ from typing import Any
 import kopf
 
 from heatshift import handlers as core
-from heatshift import resources
-from heatshift.kube import client, informer, view, workloads
+from heatshift.kube import client, view
 from heatshift.kueue import controller, objects
 
 log = logging.getLogger(__name__)
@@ -77,31 +76,16 @@ def notice_workloads(memo: Any, **_: Any) -> None:
         event.set()
 
 
-def _view(indexes: Mapping[str, Any], plain: informer.Informers | None = None) -> controller.View:
-    ns_labels: dict[str, Mapping[str, str]] = {}
-    for ns, store in (indexes.get("namespace_labels") or {}).items():
-        labels = next(iter(store), None)
-        if isinstance(labels, Mapping):
-            ns_labels[str(ns)] = labels
+def _view(cluster: view.Cluster, indexes: Mapping[str, Any]) -> controller.View:
+    """The round's view: the planning cycles' watched view (sites, policies, nodes, namespace
+    labels, Jobs and Pods; :mod:`heatshift.kube.view`) and this check's Workload index."""
     return controller.View(
-        policies=[
-            r.resource
-            for r in _values(indexes.get("view_heatpolicies"), view.Parsed)
-            if isinstance(r.resource, resources.HeatPolicy)
-        ],
-        # The watched view's records (heatshift.kube.view), shared with the planning cycles.
-        leafsites=[
-            r.resource
-            for r in _values(indexes.get("view_leafsites"), view.Parsed)
-            if isinstance(r.resource, resources.LeafSite)
-        ],
-        nodes=_values(indexes.get("view_nodes"), workloads.Node),
-        ns_labels=ns_labels,
+        policies=cluster.policies,
+        leafsites=cluster.leafsites,
+        nodes=cluster.nodes,
+        ns_labels=cluster.ns_labels,
         kueue_workloads=_values(indexes.get("kueue_workloads"), objects.KueueWorkload),
-        plain_workloads=[
-            *_values(plain.jobs_store if plain else None, workloads.Workload),
-            *_values(plain.pods_store if plain else None, workloads.Workload),
-        ],
+        plain_workloads=cluster.workloads,
     )
 
 
@@ -126,18 +110,22 @@ async def check_loop(
             f"AdmissionCheck {name} not marked Active: {err}", delay=5
         ) from err
     logger.info("deciding Kueue admission check %s", name)
+    # The same watched view as the planning cycles, complete before the first round.
+    await core._informed(state).wait_synced()
+    reader = core._view(state, api, indexes)
     wake = _wakes(memo).setdefault(name, asyncio.Event())
     owners: dict[str, controller.OwnerMeta] = {}
     try:
         while not stopped:
             wake.clear()
             try:
+                now = time.time()
                 await controller.decide_check(
                     api,
                     name,
-                    _view(indexes, state.informers),
+                    _view(await reader.read(now), indexes),
                     memory.recorder,
-                    now_s=time.time(),
+                    now_s=now,
                     meter_factory=state.options.meter_factory,
                     metering_timeout_s=state.options.metering_timeout_s,
                     owners=owners,
