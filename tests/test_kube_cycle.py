@@ -457,3 +457,32 @@ async def test_a_register_the_meter_no_longer_has_leaves_no_stale_start_in_statu
     assert "registerStartKWh" not in stored["current"]["itEnergy"]
     assert "itEnergyKWh" not in stored["meter"]
     assert stored["current"]["heatDelivered"]["registerStartKWh"] == 1.0
+
+
+@pytest.mark.asyncio
+async def test_a_site_two_policies_plan_is_written_once_per_interval_and_at_once_on_change() -> (
+    None
+):
+    released = {workloads.SITE: "flats", workloads.RELEASED_AT: kf.NOW_TEXT}
+    api = _cluster(kf.job("busy", suspend=False, cpu="16", annotations=released))
+    kf.store(api, kf.heatpolicy("second", replan="5m"))
+    memory = _memory(api)
+    flats = f"{SITES}/flats/status"
+    both_up = Meter({"flats": 50.0, "pool": 10.0})
+
+    async def at(policy: str, t_s: float, meter: Meter) -> int:
+        before = len(api.patches(flats))
+        await cycle.run_cycle(api, policy, memory, now_s=t_s, meter_factory=meter)
+        return len(api.patches(flats)) - before
+
+    assert await at("batch", NOW, both_up) == 1
+    # The other policy plans the same site a little later: only the ledger moved; no write.
+    assert await at("second", NOW + 30, both_up) == 0
+    # A planning interval after the last write, it is written, with everything counted.
+    assert await at("second", NOW + 300, both_up) == 1
+    period = api.objects[f"{SITES}/flats"]["status"]["ledger"]["current"]
+    assert period["itEnergy"]["kwh"] == pytest.approx(0.36 * 300 / 3600, abs=1e-6)
+    # What the status says changed (the meter went down): written at once.
+    assert await at("batch", NOW + 330, Meter({"pool": 10.0})) == 1
+    conditions = {c["type"]: c for c in api.objects[f"{SITES}/flats"]["status"]["conditions"]}
+    assert conditions["MeteringFresh"]["status"] == "False"

@@ -539,14 +539,14 @@ def test_a_release_whose_words_cannot_be_written_still_goes_out(
 def test_a_release_that_raises_fails_alone_and_the_others_go_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    patch_for = apply.release_patch
+    patch_for = apply.patch_for
 
-    def broken(obj: Mapping[str, Any], release: apply.Release, now_s: float) -> Any:
+    def broken(w: workloads.Workload, release: apply.Release, now_s: float) -> Any:
         if release.name == "odd":
             raise KeyError("spec")
-        return patch_for(obj, release, now_s)
+        return patch_for(w, release, now_s)
 
-    monkeypatch.setattr(apply, "release_patch", broken)
+    monkeypatch.setattr(apply, "patch_for", broken)
     api = _cluster(_due("odd"), _due("fine"))
 
     result = _run(api)

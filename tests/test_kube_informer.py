@@ -172,6 +172,53 @@ async def test_an_api_server_refusing_the_list_is_tried_again_and_nothing_plans_
     assert refusals == []  # the first list was refused, the second one taken
 
 
+class _PagedApi:
+    """Lists in pages and records what the informer had done when each page was asked for."""
+
+    def __init__(self, pages: list[list[dict[str, Any]]], inf_of: Callable[[], Any]) -> None:
+        self.pages = pages
+        self.inf_of = inf_of
+        self.recorded_before_page: list[int] = []
+        self.stored_before_page: list[list[str]] = []
+        self.recorded = 0
+
+    def record(self, body: Any) -> workloads.Workload | None:
+        self.recorded += 1
+        return view.job_record(body)
+
+    async def list_pages(self, path: str) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        for page in self.pages:
+            self.recorded_before_page.append(self.recorded)
+            self.stored_before_page.append(_names(self.inf_of()))
+            yield page, "50"
+
+    async def watch(
+        self, path: str, resource_version: str, *, timeout_s: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        await asyncio.sleep(3600)
+        yield {}
+
+
+@pytest.mark.asyncio
+async def test_a_list_is_taken_a_page_at_a_time_and_swapped_in_whole() -> None:
+    # Each page is reduced to records before the next is fetched (so the collection's JSON
+    # is never held at once), and readers see the old store until the last page is in.
+    pages = [[_job("a", "1"), _job("b", "2")], [_job("c", "3")], [_job("d", "4")]]
+    holder: list[informer.Informer[workloads.Workload]] = []
+    api = _PagedApi(pages, lambda: holder[0])
+    inf = informer.Informer(api, JOBS, "jobs", api.record, view.Heard())
+    inf.store.by_ns["batch"] = {"uid-old": view.job_record(_job("old", "0"))}
+    holder.append(inf)
+    task = asyncio.create_task(inf.run())
+    try:
+        await asyncio.wait_for(inf.synced.wait(), 10)
+    finally:
+        task.cancel()
+    assert api.recorded_before_page == [0, 2, 3]
+    assert api.stored_before_page == [["old"], ["old"], ["old"]]
+    assert _names(inf) == ["a", "b", "c", "d"]
+
+
 def test_a_namespaced_operator_watches_each_of_its_namespaces() -> None:
     found = informer.Informers(kf.FakeApi(), ["ml", "render"], view.Heard())  # type: ignore[arg-type]
     assert [i.path for i in found.informers] == [

@@ -135,3 +135,24 @@ def test_the_meter_registers_condition_says_what_the_ledger_did(
     assert (cond.reason, cond.status.value == "True") == (reason, ok)
     assert after.ledger is not None
     assert after.ledger.current.heat_delivered.metered_kwh >= 0.0
+
+
+def test_a_site_status_is_due_when_it_says_something_new_or_an_interval_passed() -> None:
+    writes = status.SiteStatusWrites()
+    ready = {"type": "Ready", "status": "True", "reason": "Planned", "message": "in use"}
+    first = {
+        "itLoadKW": 0.3,
+        "demandKW": 20.0,
+        "ledger": {"updatedAt": "a"},
+        "meteringAgeSeconds": 10.0,
+        "conditions": [ready],
+    }
+    assert writes.due("flats", first, 1000.0, 60.0)
+    writes.wrote("flats", first, 1000.0)
+    running = {**first, "demandKW": 25.0, "ledger": {"updatedAt": "b"}, "meteringAgeSeconds": 4}
+    assert not writes.due("flats", running, 1030.0, 60.0)
+    assert writes.due("flats", running, 1054.0, 60.0)  # 0.9 of the interval
+    assert writes.due("flats", {**running, "itLoadKW": 0.5}, 1001.0, 60.0)
+    unready = {**ready, "status": "False", "reason": "InvalidSpec"}
+    assert writes.due("flats", {**running, "conditions": [unready]}, 1001.0, 60.0)
+    assert writes.due("pool", first, 1001.0, 60.0)  # never written by this process

@@ -46,8 +46,8 @@ from typing import Any
 import kopf
 import pydantic
 
+from heatshift import heap, resources, tlscert
 from heatshift import metrics as metrics_mod
-from heatshift import resources, tlscert
 from heatshift.kube import (
     admission,
     client,
@@ -587,4 +587,5 @@ async def operate(
 
 def run(options: RunOptions) -> None:
     """``heatshift run``: the operator in a fresh event loop, until interrupted."""
+    heap.limit_arenas()  # before any worker thread exists
     asyncio.run(operate(options))

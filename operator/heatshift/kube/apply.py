@@ -1,19 +1,20 @@
 """Apply the part of a plan that starts now: place, release, annotate, explain.
 
 :func:`release_patch` is pure: the current object and a :class:`Release` in, a JSON merge
-patch out (or None when there is nothing to do). It sets the pod template's (or Pod's)
-nodeSelector to the site's labels, unsuspends the Job or removes the
-``heatshift.dev/placement`` scheduling gate, and records ``heatshift.dev/site``,
-``heatshift.dev/released-at`` and ``heatshift.dev/decision``. The patch carries the
-``resourceVersion`` it was computed from, so the API server refuses it (409) if the object
-changed in between.
+patch out (or None when there is nothing to do); :func:`patch_for` is the same from a watched
+view's record. It sets the pod template's (or Pod's) nodeSelector to the site's labels,
+unsuspends the Job or removes the ``heatshift.dev/placement`` scheduling gate, and records
+``heatshift.dev/site``, ``heatshift.dev/released-at`` and ``heatshift.dev/decision``. The
+patch carries the ``resourceVersion`` it was computed from, so the API server refuses it (409)
+if the object changed in between.
 
-:func:`apply_release` does the I/O: read, patch, and on a conflict re-read and retry a
-bounded number of times; :func:`release_all` applies a cycle's releases concurrently, bounded,
-deadline releases first. It is idempotent: a workload that is no longer held (released by an
-earlier attempt, by another replica, or unsuspended by its owner) is left alone, and so is
-one that is running or finished — heatshift never touches running work. Each release gets a
-Normal Event saying why this site and why now.
+:func:`apply_release` does the I/O: the patch, computed from the view's record (as client-go
+controllers patch from their informer's cache) or else after a read; on a conflict it reads
+the object and retries a bounded number of times. :func:`release_all` applies a cycle's
+releases concurrently, bounded, deadline releases first. It is idempotent: a workload that is
+no longer held (released by an earlier attempt, by another replica, or unsuspended by its
+owner) is left alone, and so is one that is running or finished — heatshift never touches
+running work. Each release gets a Normal Event saying why this site and why now.
 
 Called by :mod:`heatshift.kube.cycle`.
 """
@@ -71,6 +72,9 @@ class Release:
     decision: str
     reason: ReleaseKind
     policy: str
+    seen: workloads.Workload | None = None
+    """The watched view's record the plan was made from: the first attempt patches against
+    its version without reading the object (a changed object answers 409, then it is read)."""
 
     @property
     def workload_id(self) -> str:
@@ -104,9 +108,14 @@ def _workload(kind: workloads.Kind, obj: Mapping[str, Any]) -> workloads.Workloa
 
 def release_patch(obj: Mapping[str, Any], release: Release, now_s: float) -> dict[str, Any] | None:
     """The merge patch that releases ``obj`` as ``release`` says; None if it is not held."""
-    if not _workload(release.kind, obj).held:
+    return patch_for(_workload(release.kind, obj), release, now_s)
+
+
+def patch_for(w: workloads.Workload, release: Release, now_s: float) -> dict[str, Any] | None:
+    """The merge patch that releases the workload ``w`` records, preconditioned on the
+    version ``w`` was read at; None if it is not held."""
+    if not w.held:
         return None
-    meta = workloads.as_dict(obj.get("metadata"))
     annotations = {
         workloads.RELEASED_AT: workloads.format_time(now_s),
         workloads.DECISION: release.decision,
@@ -114,23 +123,20 @@ def release_patch(obj: Mapping[str, Any], release: Release, now_s: float) -> dic
     }
     if release.site is not None:
         annotations[workloads.SITE] = release.site
-    patch: dict[str, Any] = {
-        "metadata": {"annotations": annotations, "resourceVersion": meta.get("resourceVersion")},
-    }
+    patch: dict[str, Any] = {"metadata": {"annotations": annotations}}
+    if w.resource_version:
+        patch["metadata"]["resourceVersion"] = w.resource_version
     selector = dict(release.node_selector)
     if release.kind is workloads.Kind.JOB:
         spec: dict[str, Any] = {"suspend": False}
         if selector:
             spec["template"] = {"spec": {"nodeSelector": selector}}
     else:
-        gates = workloads.as_list(workloads.as_dict(obj.get("spec")).get("schedulingGates"))
-        kept = [g for g in gates if workloads.as_dict(g).get("name") != workloads.PLACEMENT_GATE]
+        kept = [g for g in w.gates if not workloads.is_placement_gate(g)]
         spec = {"schedulingGates": kept}
         if selector:
             spec["nodeSelector"] = selector
     patch["spec"] = spec
-    if meta.get("resourceVersion") is None:
-        del patch["metadata"]["resourceVersion"]
     return patch
 
 
@@ -140,20 +146,31 @@ def event_message(release: Release) -> str:
 
 
 async def _attempt(
-    api: client.KubeApi, path: str, release: Release, now_s: float, recorder: events.Recorder
+    api: client.KubeApi,
+    path: str,
+    release: Release,
+    now_s: float,
+    recorder: events.Recorder,
+    seen: workloads.Workload | None = None,
 ) -> Outcome:
-    """One read and patch. Raises KubeConflict, and any retryable KubeAPIError, for
+    """One patch, after reading the object, or straight from ``seen`` (the watched view's
+    record, whose version the patch is preconditioned on: a changed object is a 409, never a
+    blind write). Raises KubeConflict, and any retryable KubeAPIError, for
     :func:`apply_release` to decide on; every other answer is an outcome."""
-    try:
-        obj = await api.get(path)
-    except client.KubeNotFound:
-        return Outcome.GONE
-    except client.KubeAPIError as err:
-        if err.retryable:
-            raise
-        log.warning("release not read: workload=%s: %s", path, err)
-        return Outcome.FAILED
-    patch = release_patch(obj, release, now_s)
+    if seen is not None and seen.resource_version:
+        w, involved = seen, isolation.workload_ref(seen).involved()
+    else:
+        try:
+            obj = await api.get(path)
+        except client.KubeNotFound:
+            return Outcome.GONE
+        except client.KubeAPIError as err:
+            if err.retryable:
+                raise
+            log.warning("release not read: workload=%s: %s", path, err)
+            return Outcome.FAILED
+        w, involved = _workload(release.kind, obj), obj
+    patch = patch_for(w, release, now_s)
     if patch is None:
         return Outcome.ALREADY_RELEASED
     try:
@@ -166,7 +183,7 @@ async def _attempt(
         # One refused workload must not hold up the others in this cycle.
         log.warning("release refused: workload=%s: %s", path, err)
         await recorder.post(
-            obj,
+            involved,
             reason="ReleaseFailed",
             message=f"heatshift could not release it to {release.site or 'the cluster'}: "
             f"{err.message}; it retries on the next planning cycle",
@@ -175,7 +192,7 @@ async def _attempt(
         )
         return Outcome.FAILED
     await recorder.post(
-        updated or obj, reason=EVENT_REASON, message=event_message(release), now_s=now_s
+        updated or involved, reason=EVENT_REASON, message=event_message(release), now_s=now_s
     )
     return Outcome.RELEASED
 
@@ -199,10 +216,12 @@ async def apply_release(
     path = path_of(release.kind, release.namespace, release.name)
     waits = iter(DEADLINE_BACKOFF_S if release.reason is ReleaseKind.DEADLINE else ())
     conflicts = 0
+    seen = release.seen
     while True:
         try:
-            return await _attempt(api, path, release, now_s, recorder)
+            return await _attempt(api, path, release, now_s, recorder, seen)
         except client.KubeConflict:
+            seen = None  # the view was behind: read the object itself from now on
             conflicts += 1
             log.info(
                 "release conflict, re-reading: workload=%s/%s attempt=%d/%d",

@@ -306,21 +306,33 @@ class Client:
         items, _ = await self.list_versioned(path)
         return items
 
-    async def list_versioned(self, path: str) -> tuple[list[JsonObject], str]:
-        """Every item of a collection and the collection's resourceVersion, to watch from.
-        The pages of one list are one consistent snapshot (the server's ``continue`` token)."""
-        items: list[JsonObject] = []
+    async def list_pages(
+        self, path: str, *, limit: int = 500
+    ) -> AsyncIterator[tuple[list[JsonObject], str]]:
+        """A collection's items a page at a time, each with the list's resourceVersion (to
+        watch from). The pages of one list are one consistent snapshot (the server's
+        ``continue`` token); a caller that keeps only what it needs of each page never holds
+        the whole collection's JSON at once."""
         token = ""
         version = ""
         while True:
-            query = [("limit", "500")] + ([("continue", token)] if token else [])
+            query = [("limit", str(limit))] + ([("continue", token)] if token else [])
             page = await self._request("GET", path, query=query)
-            items.extend(i for i in page.get("items") or [] if isinstance(i, dict))
             meta = page.get("metadata") or {}
             version = version or str(meta.get("resourceVersion") or "")
             token = str(meta.get("continue") or "")
+            yield [i for i in page.get("items") or [] if isinstance(i, dict)], version
             if not token:
-                return items, version
+                return
+
+    async def list_versioned(self, path: str) -> tuple[list[JsonObject], str]:
+        """Every item of a collection and the collection's resourceVersion."""
+        items: list[JsonObject] = []
+        version = ""
+        async for page, page_version in self.list_pages(path):
+            items.extend(page)
+            version = page_version
+        return items, version
 
     async def watch(
         self, path: str, resource_version: str, *, timeout_s: float

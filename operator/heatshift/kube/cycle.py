@@ -47,8 +47,8 @@ from typing import Any
 
 import pydantic
 
+from heatshift import heap, model, resources
 from heatshift import metrics as metrics_mod
-from heatshift import model, resources
 from heatshift.kube import apply, client, events, isolation, meters, selection, view, workloads
 from heatshift.kube import placements as placements_mod
 from heatshift.kube import snapshot as snapshot_mod
@@ -204,6 +204,7 @@ def _release_of(
         decision=decision,
         reason=reason,
         policy=policy,
+        seen=w,
     )
 
 
@@ -336,6 +337,11 @@ class Memory:
     ledgers: dict[str, resources.LedgerStatus] = dataclasses.field(default_factory=dict)
     """The ledger last written per site: newer than a status read before another policy's
     cycle wrote it, so a stretch of time is counted once however many policies cover a site."""
+    site_writes: status_mod.SiteStatusWrites = dataclasses.field(
+        default_factory=status_mod.SiteStatusWrites
+    )
+    """The LeafSite statuses last written, so a site shared by policies is not rewritten by
+    each of them every cycle."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -466,6 +472,8 @@ async def run_cycle(
             api, policy, cluster, built, outcome, releases, applied, memory, now_s, guard, view_note
         )
         timings["report"] = time.monotonic() - t
+    # The cycle's snapshot and plan are garbage now: give their memory back (heatshift.heap).
+    heap.trim()
     log.info(
         "cycle policy=%s held=%d running=%d sites=%d heat_aware=%d status=%s releases=%d "
         "applied=%s fallback=%s failed_steps=%d %s",
@@ -668,7 +676,8 @@ async def _report(
 
     interval = policy.spec.replan_interval_s
     by_name = {ls.metadata.name: ls for ls in cluster.leafsites}
-    for site in built.snapshot.sites:
+
+    async def write_site(site: model.Site) -> None:
         await guard.run_async(
             isolation.leafsite_ref(site.name),
             "write its status",
@@ -682,6 +691,9 @@ async def _report(
             now_s,
             interval,
         )
+
+    # Bounded in parallel, as releases are: 200 sites one after another took seconds.
+    await apply.run_bounded(built.snapshot.sites, write_site, limit=apply.MAX_IN_FLIGHT)
 
     still_held = len(built.held) - sum(1 for o in applied.values() if o is apply.Outcome.RELEASED)
     m.held_jobs.labels(policy=name).set(still_held)
@@ -784,7 +796,36 @@ async def _write_site_status(
         leafsite, site, result, load_kw=load, ledger_outcome=outcome, now_s=now_s
     )
     # The ledger whole: a figure it dropped (a register the meter no longer has) must go.
-    await patch_status(api, LEAFSITES, site.name, status, whole=("ledger",))
+    body = status_body(status, whole=("ledger",))
+    if not memory.site_writes.due(site.name, body, now_s, interval_s):
+        return
+    if await patch_status_body(api, LEAFSITES, site.name, body):
+        memory.site_writes.wrote(site.name, body, now_s)
+
+
+def status_body(status: pydantic.BaseModel, *, whole: Sequence[str] = ()) -> dict[str, Any]:
+    """``status`` as a merge patch's status. The ``whole`` fields (by their YAML names) carry
+    their nulls, which a merge patch takes as "remove": what they no longer hold does not
+    linger from an earlier write."""
+    body: dict[str, Any] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    full = status.model_dump(mode="json", by_alias=True)
+    for key in whole:
+        if full.get(key) is not None:
+            body[key] = full[key]
+    return body
+
+
+async def patch_status_body(
+    api: client.KubeApi, collection: str, name: str, body: Mapping[str, Any]
+) -> bool:
+    """Merge ``body`` into the object's status subresource; whether it was written. Failures
+    are logged only, since status is rewritten every cycle."""
+    try:
+        await api.patch(f"{collection}/{name}/status", {"status": body})
+    except client.KubeAPIError as err:
+        log.warning("status not written: object=%s/%s: %s", collection, name, err)
+        return False
+    return True
 
 
 async def patch_status(
@@ -794,17 +835,6 @@ async def patch_status(
     status: pydantic.BaseModel,
     *,
     whole: Sequence[str] = (),
-) -> None:
-    """Merge ``status`` into the object's status subresource; failures are logged only,
-    since status is rewritten every cycle. The ``whole`` fields (by their YAML names) are
-    written with their nulls, which a merge patch takes as "remove": what they no longer
-    hold does not linger from an earlier write."""
-    body = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
-    full = status.model_dump(mode="json", by_alias=True)
-    for key in whole:
-        if full.get(key) is not None:
-            body["status"][key] = full[key]
-    try:
-        await api.patch(f"{collection}/{name}/status", body)
-    except client.KubeAPIError as err:
-        log.warning("status not written: object=%s/%s: %s", collection, name, err)
+) -> bool:
+    """Write ``status`` (see :func:`status_body`); whether it was written."""
+    return await patch_status_body(api, collection, name, status_body(status, whole=whole))

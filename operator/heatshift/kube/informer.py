@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
-from heatshift import resources
+from heatshift import heap, resources
 from heatshift.kube import client, selection, view, workloads
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ R = TypeVar("R")
 class WatchApi(Protocol):
     """What an informer needs of :class:`heatshift.kube.client.Client`."""
 
-    async def list_versioned(self, path: str) -> tuple[list[client.JsonObject], str]: ...
+    def list_pages(self, path: str) -> AsyncIterator[tuple[list[client.JsonObject], str]]: ...
 
     def watch(
         self, path: str, resource_version: str, *, timeout_s: float
@@ -138,20 +138,25 @@ class Informer(Generic[R]):
                 del self.store.by_ns[ns]
 
     async def _list(self) -> str:
-        items, version = await self.api.list_versioned(self.path)
         fresh = _Store()
         where: dict[str, str] = {}
-        for body in items:
-            found = self.record(body)
-            if found is None:
-                continue
-            uid = _uid(body)
-            ns = self.key(body)
-            fresh.by_ns.setdefault(ns, {})[uid] = found
-            where[uid] = ns
+        version = ""
+        # Page by page: only records are kept, so the collection's JSON (tens of thousands
+        # of Jobs with their managedFields) is never in memory at once.
+        async for items, page_version in self.api.list_pages(self.path):
+            version = page_version
+            for body in items:
+                found = self.record(body)
+                if found is None:
+                    continue
+                uid = _uid(body)
+                ns = self.key(body)
+                fresh.by_ns.setdefault(ns, {})[uid] = found
+                where[uid] = ns
         # One swap: a reader sees the old store or the new one, never half of each.
         self.store.by_ns, self._where = fresh.by_ns, where
         self.lists += 1
+        heap.trim()  # the pages' JSON is garbage now (heatshift.heap)
         self.heard.saw(self.kind, self.clock())
         if self.on_change is not None:
             for records in fresh.by_ns.values():

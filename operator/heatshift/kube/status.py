@@ -10,14 +10,17 @@
   from the reading's meter registers, with :func:`heat_step` and the IT load as the estimates
   where the meter has no register.
 - :func:`leafsite_status` and :func:`policy_status` build the validated status models.
+- :class:`SiteStatusWrites` decides whether a LeafSite's new status is worth a write: several
+  policies plan the same site, and its ledger's running figures change every cycle.
 
 Called by :mod:`heatshift.kube.cycle`; the results are written to the ``status`` subresource.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from heatshift import ledger, model, resources, thermal
 from heatshift.metering import readings
@@ -316,3 +319,42 @@ def policy_status(
             }
         )
     return resources.HeatPolicyStatus.model_validate(fields)
+
+
+@dataclasses.dataclass
+class SiteStatusWrites:
+    """The LeafSite statuses this process last wrote (when, and the body), so that a site is
+    written at once when what its status says changes (a condition's status or reason, heat
+    awareness, its IT load), and otherwise, for its running figures (readings, the ledger),
+    once per planning interval however many policies plan it. The ledger keeps counting in
+    memory between writes (:attr:`heatshift.kube.cycle.Memory.ledgers`); a crash costs at
+    most one interval of estimated figures, as before, and metered registers cost nothing."""
+
+    last: dict[str, tuple[float, Mapping[str, object]]] = dataclasses.field(default_factory=dict)
+
+    @staticmethod
+    def _what_it_says(body: Mapping[str, object]) -> tuple[object, ...]:
+        conditions = body.get("conditions")
+        return (
+            body.get("heatAware"),
+            body.get("itLoadKW"),
+            sorted(
+                (str(c.get("type")), str(c.get("status")), str(c.get("reason")))
+                for c in (conditions if isinstance(conditions, list) else [])
+                if isinstance(c, dict)
+            ),
+        )
+
+    def due(self, site: str, body: Mapping[str, object], now_s: float, interval_s: float) -> bool:
+        """Whether ``body`` (the status to write) should be written now."""
+        previous = self.last.get(site)
+        if previous is None:
+            return True
+        at, written = previous
+        # 0.9: a policy's own cycles come a little over one interval apart; it must not
+        # skip every other one of them.
+        changed = self._what_it_says(written) != self._what_it_says(body)
+        return changed or now_s - at >= 0.9 * interval_s
+
+    def wrote(self, site: str, body: Mapping[str, object], now_s: float) -> None:
+        self.last[site] = (now_s, body)

@@ -201,6 +201,11 @@ class Workload:
     active_deadline_s: float | None = None
     site: str | None = None
     released_at_s: float | None = None
+    resource_version: str = ""
+    """The version this record was read at: a release patches against it without reading the
+    object again, and the API server refuses the patch (409) if the object changed since."""
+    gates: tuple[object, ...] = ()
+    """A Pod's scheduling gates as the object has them (a release removes only heatshift's)."""
 
     @property
     def id(self) -> str:
@@ -250,6 +255,7 @@ def _common(obj: Mapping[str, Any]) -> dict[str, Any]:
         "created_s": parse_time(meta.get("creationTimestamp")) or 0.0,
         "site": annotations.get(SITE),
         "released_at_s": parse_time(annotations.get(RELEASED_AT)),
+        "resource_version": str(meta.get("resourceVersion") or ""),
     }
 
 
@@ -282,9 +288,16 @@ def from_job(job: Mapping[str, Any]) -> Workload:
     )
 
 
+def scheduling_gates(pod: Mapping[str, Any]) -> tuple[object, ...]:
+    return tuple(as_list(as_dict(pod.get("spec")).get("schedulingGates")))
+
+
+def is_placement_gate(gate: object) -> bool:
+    return as_dict(gate).get("name") == PLACEMENT_GATE
+
+
 def has_gate(pod: Mapping[str, Any]) -> bool:
-    gates = as_list(as_dict(pod.get("spec")).get("schedulingGates"))
-    return any(as_dict(g).get("name") == PLACEMENT_GATE for g in gates)
+    return any(is_placement_gate(g) for g in scheduling_gates(pod))
 
 
 def is_bare_pod(pod: Mapping[str, Any]) -> bool:
@@ -303,6 +316,7 @@ def from_pod(pod: Mapping[str, Any]) -> Workload:
         held=has_gate(pod) and not managed_elsewhere(pod),
         finished=phase in ("Succeeded", "Failed"),
         active_deadline_s=_run_limit(spec.get("activeDeadlineSeconds")),
+        gates=scheduling_gates(pod),
         **common,
     )
 

@@ -10,9 +10,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from heatshift.sim import engine
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -136,6 +133,11 @@ def plot(results: Sequence[engine.SimResult], path: Path) -> None:
     unit = "days" if days else "hours"
     x = [h / scale for h in hours]
     x_tank = [h / scale for h in tank_hours]
+
+    # Imported here: matplotlib costs half a second and its config directory at import, and
+    # only this command draws (`heatshift run` must start on a read-only root filesystem).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(15, 2.4 * len(sites) + 1.2), layout="constrained")
     FigureCanvasAgg(fig)
