@@ -18,6 +18,7 @@ image cannot be pulled. So:
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -61,10 +62,25 @@ def _exists(image: str) -> bool:
     return found.returncode == 0
 
 
+def base_tag() -> str:
+    """The base image's name: its recipe's hash, so a changed recipe makes a new one."""
+    recipe = f"{SUITE} {MIRROR} minbase {' '.join(BASE_PACKAGES)}"
+    return f"{BASE_REPOSITORY}:{SUITE}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+
+
+def can_build() -> str | None:
+    """Why the image cannot be built here, or None: a Docker engine must answer, and making
+    the base image (once) needs root, for debootstrap."""
+    if not docker_works():
+        return "no Docker engine answers (`docker info` failed): start dockerd"
+    if os.geteuid() != 0 and not _exists(base_tag()):
+        return f"making the base image {base_tag()} needs root (debootstrap)"
+    return None
+
+
 def base_image() -> str:
     """The debootstrapped base image, made unless an identical one exists."""
-    recipe = f"{SUITE} {MIRROR} minbase {' '.join(BASE_PACKAGES)}"
-    tag = f"{BASE_REPOSITORY}:{SUITE}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+    tag = base_tag()
     if _exists(tag):
         return tag
     with tempfile.TemporaryDirectory(prefix="heatshift-base-") as tmp:
@@ -121,8 +137,9 @@ def wheels() -> Path:
 
 def build(image: str = IMAGE) -> str:
     """Build the operator image as ``image`` from the local base and wheels; its name."""
-    if not docker_works():
-        raise ImageError("no Docker engine answers (`docker info` failed): start dockerd")
+    why_not = can_build()
+    if why_not is not None:
+        raise ImageError(why_not)
     base = base_image()
     wheels()
     _run(
