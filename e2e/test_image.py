@@ -28,10 +28,10 @@ def test_the_operator_image_runs_as_the_chart_runs_it(heatshift: harness.Heatshi
     if why_not is not None:
         pytest.skip(f"{why_not} (.ci/run installs and starts what it needs)")
     built = image.build()
-    config = _inspect(built)["Config"]
-    assert config["User"] == "10001:10001"
-    assert config["Entrypoint"] == ["heatshift"]
-    print(f"\noperator image {built}: {_inspect(built)['Size'] / 2**20:.0f} MiB", file=sys.stderr)
+    found = _inspect(built)
+    assert found["Config"]["User"] == "10001:10001"
+    assert found["Config"]["Entrypoint"] == ["heatshift"]
+    print(f"\noperator image {built}: {found['Size'] / 2**20:.0f} MiB", file=sys.stderr)
 
     try:
         container = heatshift.replace_primary(image=built)

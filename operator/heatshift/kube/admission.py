@@ -65,6 +65,5 @@ def hold_pod(
     )
     if policy is None:
         return None, None
-    gates = list((pod.get("spec") or {}).get("schedulingGates") or [])
-    gates.append({"name": workloads.PLACEMENT_GATE})
+    gates = [*workloads.scheduling_gates(pod), {"name": workloads.PLACEMENT_GATE}]
     return {"spec": {"schedulingGates": gates}}, policy.metadata.name

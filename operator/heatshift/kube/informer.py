@@ -115,16 +115,22 @@ class Informer(Generic[R]):
         """How many times the collection was listed (1 unless a watch broke)."""
         self._where: dict[str, str] = {}  # uid -> namespace it is stored under
 
-    def _put(self, body: Mapping[str, Any]) -> None:
-        uid = _uid(body)
-        self._drop(uid)
+    def _insert(
+        self, by_ns: dict[str, dict[str, Any]], where: dict[str, str], body: Mapping[str, Any]
+    ) -> R | None:
+        """``body``'s record into ``by_ns`` (and its namespace into ``where``); None if dropped."""
         found = self.record(body)
         if found is None:
-            return
-        ns = self.key(body)
-        self.store.by_ns.setdefault(ns, {})[uid] = found
-        self._where[uid] = ns
-        if self.on_change is not None:
+            return None
+        uid, ns = _uid(body), self.key(body)
+        by_ns.setdefault(ns, {})[uid] = found
+        where[uid] = ns
+        return found
+
+    def _put(self, body: Mapping[str, Any]) -> None:
+        self._drop(_uid(body))
+        found = self._insert(self.store.by_ns, self._where, body)
+        if found is not None and self.on_change is not None:
             self.on_change(found)
 
     def _drop(self, uid: str) -> None:
@@ -146,13 +152,7 @@ class Informer(Generic[R]):
         async for items, page_version in self.api.list_pages(self.path):
             version = page_version
             for body in items:
-                found = self.record(body)
-                if found is None:
-                    continue
-                uid = _uid(body)
-                ns = self.key(body)
-                fresh.by_ns.setdefault(ns, {})[uid] = found
-                where[uid] = ns
+                self._insert(fresh.by_ns, where, body)
         # One swap: a reader sees the old store or the new one, never half of each.
         self.store.by_ns, self._where = fresh.by_ns, where
         self.lists += 1

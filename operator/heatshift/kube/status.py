@@ -330,7 +330,8 @@ class SiteStatusWrites:
     memory between writes (:attr:`heatshift.kube.cycle.Memory.ledgers`); a crash costs at
     most one interval of estimated figures, as before, and metered registers cost nothing."""
 
-    last: dict[str, tuple[float, Mapping[str, object]]] = dataclasses.field(default_factory=dict)
+    last: dict[str, tuple[float, tuple[object, ...]]] = dataclasses.field(default_factory=dict)
+    """Per site: when its status was last written, and what that status said."""
 
     @staticmethod
     def _what_it_says(body: Mapping[str, object]) -> tuple[object, ...]:
@@ -350,11 +351,10 @@ class SiteStatusWrites:
         previous = self.last.get(site)
         if previous is None:
             return True
-        at, written = previous
+        at, said = previous
         # 0.9: a policy's own cycles come a little over one interval apart; it must not
         # skip every other one of them.
-        changed = self._what_it_says(written) != self._what_it_says(body)
-        return changed or now_s - at >= 0.9 * interval_s
+        return said != self._what_it_says(body) or now_s - at >= 0.9 * interval_s
 
     def wrote(self, site: str, body: Mapping[str, object], now_s: float) -> None:
-        self.last[site] = (now_s, body)
+        self.last[site] = (now_s, self._what_it_says(body))
