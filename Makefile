@@ -60,7 +60,8 @@ bench: $(VENV)/.installed
 # The operator at fleet scale on the local control plane of e2e/: 200 kwok sites, 10,000 held
 # and 40,000 finished Jobs (BENCH_SCALE=0.2 for a fifth of the Jobs). Prints the cycle phases,
 # releases/s, API requests, peak RSS, and writes .cache/bench-cluster.json; asserts nothing.
-# BENCH_ARGS=--image runs the operator from its image, as the chart runs it (needs Docker).
+# BENCH_ARGS=--image runs the operator from its image, as the chart runs it (needs Docker);
+# BENCH_ARGS=--pods as the chart's pod on a real node (needs root too: e2e/real_node.py).
 BENCH_SCALE ?= 1
 BENCH_ARGS ?=
 bench-cluster: $(VENV)/.installed e2e-tools

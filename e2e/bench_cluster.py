@@ -21,6 +21,11 @@ whatever fits now: the point is the operator's own cost, not the planner's quali
 bench planner`` measures that). Prints the figures beside the issue's targets and writes them to
 ``.cache/bench-cluster.json``; asserts nothing. At ``--scale`` below 1 every count but the sites
 is scaled, and the output says which scale was measured.
+
+With ``--image`` the operator runs from its image in a container as the chart runs it; with
+``--pods`` as the chart's own pod on a real node (``e2e/real_node.py``: containerd, kubelet,
+kube-proxy), started by ``helm upgrade --set replicaCount=1`` once the Jobs exist, so its RSS
+is measured in the pod, under the chart's resource limits, and its start-up is the time to Ready.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
 import image
+import real_node
 
 from heatshift.kube import apply, login
 from heatshift.kube import client as kube_client
@@ -304,14 +310,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "policies": len(POLICIES),
     }
     built_image = image.build() if args.image else None
+    if args.pods:
+        why_not = real_node.missing()
+        if why_not is not None:
+            raise SystemExit(f"bench-cluster --pods: {why_not}")
     with harness.work_directory() as work:
         print(f"bench-cluster: work directory (logs) {work}", file=sys.stderr)
-        cluster = harness.LocalControlPlane(work).start_api_server()
+        cluster = real_node.PodControlPlane(work) if args.pods else harness.LocalControlPlane(work)
         hs = harness.Heatshift(cluster)
         try:
+            cluster.start_api_server()
             sites = tuple(_site(i) for i in range(n_sites))
-            cluster.start_kwok(harness.site_nodes(sites, per_site=1, cpu=str(CPU_PER_SITE)))
-            hs.install_chart(wait=False)
+            nodes = harness.site_nodes(sites, per_site=1, cpu=str(CPU_PER_SITE))
+            cluster.start_kwok(real_node.virtual(nodes) if args.pods else nodes)
+            if isinstance(cluster, real_node.PodControlPlane):
+                cluster.start_for_the_chart_only()
+                # No replica yet: it starts once the Jobs exist, as the local process does.
+                hs.install_chart("replicaCount=0", wait=False)
+            else:
+                hs.install_chart(wait=False)
             namespaces = [
                 {
                     "apiVersion": "v1",
@@ -346,6 +363,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+@dataclasses.dataclass
+class PodOperator:
+    """The chart's one operator pod on the real node: its log file and its process."""
+
+    log: Path
+    pid: int
+    ready_seconds: float
+    """From ``helm upgrade`` to the pod Ready (the chart's readiness probe)."""
+
+
+def start_operator_pod(hs: harness.Heatshift, cluster: real_node.PodControlPlane) -> PodOperator:
+    started = time.time()
+    hs.cluster.helm(
+        "upgrade", harness.RELEASE, str(harness.CHART), "--namespace", harness.NAMESPACE,
+        "--reuse-values", "--set", "replicaCount=1",
+    )  # fmt: skip
+    selector = f"app.kubernetes.io/instance={harness.RELEASE},app.kubernetes.io/component=operator"
+
+    def ready() -> harness.Obj | None:
+        found = hs.kube.items("pods", harness.NAMESPACE, selector=selector)
+        ok = [p for p in found if (harness.condition(p, "Ready") or {}).get("status") == "True"]
+        return ok[0] if ok else None
+
+    # Not helm's --wait: with the chart's maxUnavailable of 1 it is content with no pod Ready.
+    pod = harness.wait_for("the operator pod Ready", ready, 900.0, interval_s=0.2)
+    ready_s = time.time() - started
+    pid = cluster.container_pids(pod, "operator")[0]
+    return PodOperator(cluster.pod_log(pod, "operator"), pid, ready_s)
+
+
 def _operator_pid(operator: harness.Process) -> int:
     """The operator's own process: the child, or the container's first process."""
     if isinstance(operator, harness.ContainerProcess):
@@ -368,12 +415,19 @@ async def _measure(
     built_image: str | None,
 ) -> dict[str, Any]:
     started_s = time.time()
-    operator = hs.start_operator(image=built_image)
-    pid = _operator_pid(operator)
-    log = OperatorLog(operator.log)
+    where: str | None
+    if isinstance(cluster, real_node.PodControlPlane):
+        pod = start_operator_pod(hs, cluster)
+        pid, log = pod.pid, OperatorLog(pod.log)
+        where = f"the chart's pod ({cluster.image})"
+    else:
+        operator = hs.start_operator(image=built_image)
+        pid, log = _operator_pid(operator), OperatorLog(operator.log)
+        where = f"its image's container ({built_image})" if built_image else None
     results: dict[str, Any] = {
         "operator_start_to_healthy_seconds": time.time() - started_s,
-        "operator_image": built_image,
+        # (in a pod: to Ready, which the chart's probe says once Kopf serves its health check)
+        "operator_runs_in": where,
     }
     timeout = 900.0
 
@@ -510,7 +564,9 @@ def report(r: dict[str, Any]) -> str:
         f"{'releases per second':<44} {_fmt(r['releases_per_second']):>14}   "
         f"{TARGETS['releases_per_second']}",
         f"{'operator peak RSS MiB':<44} {mib:>14.1f}   {TARGETS['peak_rss_bytes']}"
-        + (f" (in its image's container, {r['operator_image']})" if r["operator_image"] else ""),
+        + (f" (in {r['operator_runs_in']})" if r["operator_runs_in"] else ""),
+        f"{'operator start to healthy (Ready in a pod) s':<44} "
+        f"{_fmt(r['operator_start_to_healthy_seconds']):>14}",
         f"{'idle cycle: all requests per cycle':<44} "
         f"{sum(r['idle_cycle_requests_by_verb'].values()):>14.1f}   "
         + ", ".join(f"{k} {v:.1f}" for k, v in r["idle_cycle_requests_by_verb"].items()),
@@ -540,6 +596,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="run the operator from its image (built by e2e/image.py; needs a Docker engine) "
         "as the chart runs it, 1 GiB limit included, instead of as a process",
+    )
+    parser.add_argument(
+        "--pods",
+        action="store_true",
+        help="run the operator as the chart's pod on a real node (e2e/real_node.py; needs root, "
+        "Debian's containerd and `e2e/cluster/build.sh node`), measured under the chart's limits",
     )
     args = parser.parse_args(argv)
     if not 0 < args.scale <= 1 or not 1 <= args.sites <= 1000:

@@ -21,8 +21,12 @@ import harness
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The Kueue scenarios last: their load on the sites must not change the others' verdicts."""
-    items.sort(key=lambda item: item.path.name == "test_kueue.py")
+    """The chart's pods first: their cluster of their own is gone before the shared one
+    starts. The Kueue scenarios last: their load on the sites must not change the others'
+    verdicts."""
+    items.sort(
+        key=lambda item: (item.path.name != "test_pods.py", item.path.name == "test_kueue.py")
+    )
 
 
 @pytest.fixture(scope="session")

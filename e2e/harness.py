@@ -302,10 +302,17 @@ def make_ca(directory: Path) -> None:
     )
 
 
-def make_serving_cert(directory: Path, name: str, cn: str) -> None:
-    """``name``.crt / ``name``.key for 127.0.0.1 and localhost, signed by the CA."""
+def make_serving_cert(
+    directory: Path, name: str, cn: str, addresses: Sequence[str] = ("127.0.0.1",)
+) -> None:
+    """``name``.crt / ``name``.key for ``addresses`` and localhost (and the names of the
+    ``kubernetes`` Service, which an API server's certificate has), signed by the CA."""
     ext = directory / f"{name}.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    names = [f"IP:{a}" for a in addresses] + [
+        f"DNS:{n}"
+        for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
+    ]
+    ext.write_text(f"subjectAltName={','.join(names)}\nextendedKeyUsage=serverAuth\n")
     openssl(
         "req",
         "-newkey",
@@ -487,6 +494,25 @@ class LocalControlPlane:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok, as processes."""
 
     in_cluster_operator = False
+    address = "127.0.0.1"
+    """Where the API server (and the metering server) listen."""
+    image = ""
+    """The operator image the chart's pods run, on a control plane that runs them."""
+    controllers: tuple[str, ...] = (
+        # The Job controller is the point; the rest keep namespaces, ServiceAccounts,
+        # Deployments and garbage collection working as on a real cluster.
+        "job-controller",
+        "namespace-controller",
+        "serviceaccount-controller",
+        "serviceaccount-token-controller",
+        "deployment-controller",
+        "replicaset-controller",
+        "garbage-collector-controller",
+        "node-lifecycle-controller",
+        "ttl-after-finished-controller",
+        "root-ca-certificate-publisher-controller",
+        "pod-garbage-collector-controller",
+    )
 
     def __init__(self, work: Path) -> None:
         self.work = work
@@ -494,7 +520,7 @@ class LocalControlPlane:
         self.logs = work / "logs"
         self.processes: list[Process] = []
         self.api_port = free_port()
-        self.server = f"https://127.0.0.1:{self.api_port}"
+        self.server = f"https://{self.address}:{self.api_port}"
         self.admin_token = os.urandom(16).hex()
         self.admin = Kube(work / "admin.kubeconfig")
         self.plugin_token = os.urandom(16).hex()
@@ -515,10 +541,11 @@ class LocalControlPlane:
 
     def start_api_server(self) -> LocalControlPlane:
         """etcd and kube-apiserver, with fresh certificates and keys."""
-        self.pki.mkdir(parents=True)
-        self.logs.mkdir(parents=True)
-        make_ca(self.pki)
-        make_serving_cert(self.pki, "apiserver", "kube-apiserver")
+        self.pki.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        if not (self.pki / "ca.crt").exists():
+            make_ca(self.pki)
+        make_serving_cert(self.pki, "apiserver", "kube-apiserver", self.serving_cert_addresses())
         openssl("genrsa", "-out", "sa.key", "2048", cwd=self.pki)
         openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=self.pki)
         # Static tokens for the admin and for a user who logs in through an exec credential
@@ -559,36 +586,42 @@ class LocalControlPlane:
         )
 
         (self.pki / "audit-policy.yaml").write_text(AUDIT_POLICY)
+        self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         apiserver = self._spawn(
-            "kube-apiserver",
-            [
-                tool("kube-apiserver"),
-                # Every request of the operator (and only its), for the request counts of the
-                # watched-view scenario and the cluster benchmark.
-                f"--audit-policy-file={self.pki / 'audit-policy.yaml'}",
-                f"--audit-log-path={self.audit_log}",
-                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={self.api_port}",
-                f"--tls-cert-file={self.pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={self.pki / 'apiserver.key'}",
-                f"--token-auth-file={self.pki / 'tokens.csv'}",
-                f"--client-ca-file={self.pki / 'ca.crt'}",
-                # RBAC only: the operator gets exactly what the chart grants.
-                "--authorization-mode=RBAC",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={self.pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={self.pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.96.0.0/16",
-                "--allow-privileged=true",
-                # Two shared cores: no fairness queues or profiling to pay for.
-                "--enable-priority-and-fairness=false",
-                "--profiling=false",
-            ],
+            "kube-apiserver", [tool("kube-apiserver"), *self.api_server_flags()]
         )
         self._wait_api_server(apiserver)
         return self
+
+    def serving_cert_addresses(self) -> tuple[str, ...]:
+        """The addresses in the API server's serving certificate."""
+        return tuple(dict.fromkeys(("127.0.0.1", self.address)))
+
+    def api_server_flags(self) -> list[str]:
+        return [
+            # Every request of the operator (and only its), for the request counts of the
+            # watched-view scenario and the cluster benchmark.
+            f"--audit-policy-file={self.pki / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            f"--etcd-servers={self.etcd_url}",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
+            f"--secure-port={self.api_port}",
+            f"--tls-cert-file={self.pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={self.pki / 'apiserver.key'}",
+            f"--token-auth-file={self.pki / 'tokens.csv'}",
+            f"--client-ca-file={self.pki / 'ca.crt'}",
+            # RBAC only: the operator gets exactly what the chart grants.
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={self.pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={self.pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--allow-privileged=true",
+            # Two shared cores: no fairness queues or profiling to pay for.
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
+        ]
 
     def _wait_api_server(self, apiserver: Process) -> None:
         ca_context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
@@ -609,7 +642,13 @@ class LocalControlPlane:
 
     def start_controllers(self) -> LocalControlPlane:
         """The controllers, the scheduler and kwok with the sites' nodes (after the API server)."""
+        self.start_controller_manager(self.controllers)
+        self.start_kwok(self.site_nodes())
+        wait_for("the default ServiceAccount", self._default_service_account, STARTUP_TIMEOUT_S)
+        return self
 
+    def start_controller_manager(self, controllers: Sequence[str]) -> None:
+        """kube-controller-manager running ``controllers``, and kube-scheduler."""
         self._spawn(
             "kube-controller-manager",
             [
@@ -620,13 +659,7 @@ class LocalControlPlane:
                 "--use-service-account-credentials=false",
                 f"--service-account-private-key-file={self.pki / 'sa.key'}",
                 f"--root-ca-file={self.pki / 'ca.crt'}",
-                # The Job controller is the point; the rest keep namespaces, ServiceAccounts,
-                # Deployments and garbage collection working as on a real cluster.
-                "--controllers=job-controller,namespace-controller,serviceaccount-controller,"
-                "serviceaccount-token-controller,deployment-controller,replicaset-controller,"
-                "garbage-collector-controller,node-lifecycle-controller,"
-                "ttl-after-finished-controller,root-ca-certificate-publisher-controller,"
-                "pod-garbage-collector-controller",
+                f"--controllers={','.join(controllers)}",
             ],
         )
         self._spawn(
@@ -638,9 +671,6 @@ class LocalControlPlane:
                 "--secure-port=0",
             ],
         )
-        self.start_kwok(site_nodes())
-        wait_for("the default ServiceAccount", self._default_service_account, STARTUP_TIMEOUT_S)
-        return self
 
     def start_kwok(self, nodes: list[Obj]) -> LocalControlPlane:
         """kwok running ``nodes`` (and their pods); returns when every one of them is Ready."""
@@ -663,6 +693,10 @@ class LocalControlPlane:
         self.admin.apply(yaml.safe_dump_all(nodes))
         wait_for("every site node Ready", lambda: self._nodes_ready(len(nodes)), STARTUP_TIMEOUT_S)
         return self
+
+    def site_nodes(self) -> list[Obj]:
+        """The simulated nodes kwok runs: :func:`site_nodes`."""
+        return site_nodes()
 
     def exec_plugin_kubeconfig(self, directory: Path, token: str) -> tuple[Path, Path]:
         """A kubeconfig whose user logs in through an exec plugin (as EKS, GKE and AKS write
@@ -838,7 +872,7 @@ class Heatshift:
         self.metering_port = free_port()
         # On kind the operator runs in a pod: the metering server must too (see _kind_metering).
         self.metering_url = (
-            f"http://127.0.0.1:{self.metering_port}"
+            f"http://{cluster.address}:{self.metering_port}"
             if isinstance(cluster, LocalControlPlane)
             else f"http://{KIND_METERING}.{NAMESPACE}.svc:8099"
         )
@@ -871,7 +905,8 @@ class Heatshift:
             "--create-namespace",
             *(["--wait", "--timeout", "3m"] if wait else []),
         ]
-        if isinstance(self.cluster, LocalControlPlane):
+        if not self.cluster.in_cluster_operator:
+            assert isinstance(self.cluster, LocalControlPlane)
             pki = self.cluster.pki
             make_serving_cert(pki, "webhook", "heatshift-webhook")
             # No pods: the operator runs beside the control plane, with the chart's RBAC.
@@ -917,6 +952,8 @@ class Heatshift:
                 "metering-sim",
                 "--scenario",
                 str(FIXTURES / "scenario.yaml"),
+                "--host",
+                self.cluster.address,
                 "--port",
                 str(self.metering_port),
                 # Tanks heat from the pods actually running on each site's nodes.
@@ -1010,7 +1047,7 @@ class Heatshift:
         beside the cluster); the scenario that needs it then says so.
         """
         binary = shutil.which("prometheus")
-        if binary is None or not isinstance(self.cluster, LocalControlPlane):
+        if binary is None or self.cluster.in_cluster_operator:
             return False
         if self.prometheus and self.prometheus.running:
             return True
@@ -1070,8 +1107,8 @@ class Heatshift:
         :func:`container_command`), on the host's network.
         """
         cluster = self.cluster
-        if not isinstance(cluster, LocalControlPlane):
-            raise HarnessError("on kind the operator runs in-cluster; delete its pod instead")
+        if cluster.in_cluster_operator or not isinstance(cluster, LocalControlPlane):
+            raise HarnessError("the operator runs in-cluster here; delete its pod instead")
         self.operator_kubeconfig.write_text(
             kubeconfig(cluster.server, cluster.pki / "ca.crt", self.operator_token())
         )
@@ -1131,7 +1168,7 @@ class Heatshift:
 
     def operator_logs(self) -> str:
         """Everything the operator replicas logged so far."""
-        if isinstance(self.cluster, LocalControlPlane):
+        if not self.cluster.in_cluster_operator:
             return "\n".join(p.log.read_text(errors="replace") for p in self.operators)
         selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
         return self.kube.run("logs", "-n", NAMESPACE, "-l", selector, "--tail=-1", "--prefix")
@@ -1156,7 +1193,7 @@ class Heatshift:
         the same ports, while any standby keeps running. On kind: every operator pod is
         force-deleted at once and the Deployment replaces them.
         """
-        if isinstance(self.cluster, LocalControlPlane):
+        if not self.cluster.in_cluster_operator:
             self.replace_primary(kill=True)
             return
         selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,26 @@ def test_run_defaults_match_the_chart_contract() -> None:
     assert (args.metrics_port, args.health_port, args.webhook_port) == (8080, 8081, 9443)
     assert args.webhook_cert_dir is None and args.webhook_url is None
     assert args.manage_webhook_config is False
+
+
+def test_probe_requests_do_not_bury_the_cycle_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """Found running the chart's pods: the kubelet's probes every 5-10 s each logged an access
+    line and a probe line, so `kubectl logs` showed little else."""
+    before = {name: logging.getLogger(name).level for name in cli.PROBE_LOGGERS}
+    try:
+        cli.configure_logging("INFO")
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("aiohttp.access").info('"GET /healthz HTTP/1.1" 200')
+            logging.getLogger("kopf.activities.probe").info("Activity 'planner' succeeded.")
+            logging.getLogger("heatshift.handlers").info("cycle policy=p held=1")
+            logging.getLogger("aiohttp.access").warning("a probe failed")
+        assert [r.getMessage() for r in caplog.records] == [
+            "cycle policy=p held=1",
+            "a probe failed",
+        ]
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def test_run_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,11 @@
 #   e2e/cluster/build.sh helm     just helm (the chart tests need it: `make test`)
 #   e2e/cluster/build.sh all      helm, kwok (and its stages, .cache/kwok/stages.yaml),
 #                                 kube-apiserver, kube-controller-manager, kube-scheduler and
-#                                 kubectl (the local control plane)
+#                                 kubectl (the local control plane), the node's binaries and
+#                                 the Kueue ones
+#   e2e/cluster/build.sh node     kubelet and kube-proxy: a real node beside the simulated ones,
+#                                 running the chart's pods (e2e/test_pods.py; containerd, runc
+#                                 and the CNI plugins are Debian's)
 #   e2e/cluster/build.sh kind     helm, kind and kubectl (the kind path; needs a Docker engine
 #                                 to run, not to build)
 #   e2e/cluster/build.sh kueue    Kueue's and JobSet's controller managers (e2e/test_kueue.py;
@@ -110,6 +114,12 @@ build_cluster() {
 		kubectl=k8s.io/kubernetes/cmd/kubectl
 }
 
+build_node() {
+	build kubernetes "$k8s_ldflags" \
+		kubelet=k8s.io/kubernetes/cmd/kubelet \
+		kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
+}
+
 # Kueue and JobSet each in their own module: they pin different controller-runtimes.
 build_kueue() {
 	build kueue "-s -w" kueue=sigs.k8s.io/kueue/cmd/kueue
@@ -126,15 +136,17 @@ helm) build_helm ;;
 all)
 	build_helm
 	build_cluster
+	build_node
 	build_kueue
 	;;
+node) build_node ;;
 kueue) build_kueue ;;
 kind)
 	build_helm
 	build_kind
 	;;
 *)
-	echo "usage: $0 [helm|all|kind|kueue]" >&2
+	echo "usage: $0 [helm|all|node|kind|kueue]" >&2
 	exit 2
 	;;
 esac

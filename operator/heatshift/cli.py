@@ -215,13 +215,25 @@ def _bench_planner(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+PROBE_LOGGERS = ("aiohttp.access", "kopf.activities.probe")
+"""Loggers that write a line per HTTP request or probe: the kubelet probes /healthz every few
+seconds, and each probe's access line and "Activity 'planner' succeeded" would bury the cycle
+lines ``kubectl logs`` is read for. Only their warnings are kept."""
+
+
+def configure_logging(level: str | int) -> None:
+    """The operator's log format, with :data:`PROBE_LOGGERS` quiet below warnings."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    numeric = logging.getLevelName(level) if isinstance(level, str) else level
+    for name in PROBE_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, int(numeric)))
+
+
 def _run(args: argparse.Namespace) -> int:
     """``heatshift run``: start the operator; returns when interrupted."""
     from heatshift import handlers
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     options = handlers.RunOptions(
         namespaces=tuple(dict.fromkeys(args.namespace or ())),
         kubeconfig=args.kubeconfig,

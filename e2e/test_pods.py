@@ -1,0 +1,292 @@
+"""The chart as users run it: ``helm install`` with default values (apart from the image), the
+operator image running as the Deployment's two pods on a real node (containerd, kubelet,
+kube-proxy: see real_node.py), beside the simulated sites.
+
+What only pods show: both replicas Ready and one acting through Kopf peering; the admission
+webhook reached through its Service with the certificate Helm generated; the pods reaching
+the API server through the ``kubernetes`` Service with their ServiceAccount token; the
+structured cycle lines in ``kubectl logs``; the active pod killed and the other taking over
+with no Job lost or released twice; the memory the operator uses under its limit.
+
+Runs first (see conftest.py), on a control plane of its own, torn down before the others
+start; skips with the reason when this machine cannot run a real node.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import sys
+import time
+from collections.abc import Iterator
+
+import harness
+import pytest
+import real_node
+import yaml
+from test_scenarios import NS, annotation, create, job, parse_time, released, wait_released
+
+OPERATOR = f"app.kubernetes.io/instance={harness.RELEASE},app.kubernetes.io/component=operator"
+PEERING_LIFETIME_S = 60
+"""Kopf's default peering lifetime: a peer that stops renewing its record is gone after it."""
+
+
+@pytest.fixture(scope="module")
+def pods() -> Iterator[harness.Heatshift]:
+    why_not = real_node.missing()
+    if why_not is not None:
+        pytest.skip(f"{why_not} (.ci/run installs and builds what it needs)")
+    with harness.work_directory() as work:
+        print(f"\ne2e work directory of the pods' cluster: {work}", file=sys.stderr)
+        cluster = real_node.PodControlPlane(work)
+        deployment = harness.Heatshift(cluster)
+        try:
+            cluster.start()
+            started = time.monotonic()
+            deployment.install_chart()
+            # helm's --wait is content with one Ready replica (the chart's maxUnavailable: 1).
+            deployment.kube.run(
+                "rollout", "status", f"deployment/{harness.RELEASE}", "-n", harness.NAMESPACE,
+                "--timeout=3m",
+            )  # fmt: skip
+            print(
+                f"helm install and both replicas Ready took {time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+            )
+            deployment.start_metering()
+            deployment.kube.apply(
+                harness.load_fixture("sites.yaml", METERING_URL=deployment.metering_url)
+            )
+            yield deployment
+        finally:
+            deployment.stop()
+            cluster.stop()
+
+
+def on_a_site(obj: harness.Obj) -> harness.Obj:
+    """``obj`` (a Job) able to run on the simulated sites, which are tainted here."""
+    obj["spec"]["template"]["spec"]["tolerations"] = [real_node.VIRTUAL_NODE_TOLERATION]
+    return obj
+
+
+def operator_pods(hs: harness.Heatshift) -> list[harness.Obj]:
+    return [
+        p
+        for p in hs.kube.items("pods", harness.NAMESPACE, selector=OPERATOR)
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def pod_log(hs: harness.Heatshift, name: str) -> str:
+    return hs.kube.run("logs", "-n", harness.NAMESPACE, name, "--tail=-1", check=False)
+
+
+def active_pod(hs: harness.Heatshift) -> str | None:
+    """The replica acting, by Kopf's rule: of the live peers in the peering object, the one with
+    the highest priority (the others pause). None unless every running replica is a live peer.
+
+    Not from the logs: a replica that starts while a higher peer is alive starts paused and
+    never says so."""
+    running = {p["metadata"]["name"] for p in operator_pods(hs)}
+    peering = hs.kube.get("clusterkopfpeering", "heatshift")
+    now = datetime.datetime.now(datetime.UTC)
+    alive: dict[str, int] = {}
+    for peer, record in (peering.get("status") or {}).items():
+        # A peer's id is <user>@<host>/<started>/<random>; in a pod the host is the pod's name.
+        pod = str(peer).partition("@")[2].partition("/")[0]
+        seen = parse_time(str(record["lastseen"]))
+        if seen + datetime.timedelta(seconds=float(record["lifetime"])) > now:
+            alive[pod] = int(record["priority"])
+    if len(running) != 2 or set(alive) != running or len(set(alive.values())) != 2:
+        return None
+    return max(alive, key=lambda pod: alive[pod])
+
+
+def wait_one_acting(hs: harness.Heatshift, timeout_s: float) -> str:
+    """The acting replica's name, once there is exactly one; else fail with each one's log."""
+    try:
+        return harness.wait_for("one replica acting", lambda: active_pod(hs), timeout_s)
+    except harness.HarnessError as err:
+        tails = {
+            p["metadata"]["name"]: pod_log(hs, p["metadata"]["name"])[-1500:]
+            for p in operator_pods(hs)
+        }
+        raise AssertionError(f"{err}; the replicas' logs end:\n{tails}") from err
+
+
+def ready_after_s(pod: harness.Obj) -> float:
+    ready = harness.condition(pod, "Ready") or {}
+    return (
+        parse_time(str(ready["lastTransitionTime"]))
+        - parse_time(pod["metadata"]["creationTimestamp"])
+    ).total_seconds()
+
+
+def test_both_replicas_run_as_the_chart_says_and_one_acts(pods: harness.Heatshift) -> None:
+    replicas = operator_pods(pods)
+    assert len(replicas) == 2
+    for pod in replicas:
+        assert (harness.condition(pod, "Ready") or {}).get("status") == "True"
+        assert pod["spec"]["nodeName"] == real_node.NODE_NAME
+        (status,) = pod["status"]["containerStatuses"]
+        name = pod["metadata"]["name"]
+        if status["restartCount"]:
+            previous = pods.kube.run(
+                "logs", "-n", harness.NAMESPACE, name, "--previous", "--tail=40", check=False
+            )
+            raise AssertionError(f"{name} restarted; its previous run ended:\n{previous}")
+        # The chart's securityContext, as the kernel applied it to the operator's process.
+        cluster = pods.cluster
+        assert isinstance(cluster, real_node.PodControlPlane)
+        proc = cluster.process_status(cluster.container_pids(pod, "operator")[0])
+        assert proc["Uid"][:2] == ["10001", "10001"]
+        assert proc["CapEff"] == ["0000000000000000"]
+        assert proc["NoNewPrivs"] == ["1"]
+        assert proc["Seccomp"] == ["2"]  # RuntimeDefault: a filter
+        print(
+            f"\n{pod['metadata']['name']}: Ready {ready_after_s(pod):.0f} s after it was created",
+            file=sys.stderr,
+        )
+    # Peering: both are live peers of distinct priorities; the higher one plans.
+    acting = wait_one_acting(pods, harness.STARTUP_TIMEOUT_S)
+    harness.wait_for(
+        "the acting replica's first cycle",
+        lambda: "cycle policy=e2e-batch held=" in pod_log(pods, acting),
+        harness.PLANNING_TIMEOUT_S,
+    )
+    # The root filesystem is read-only for it (the chart's readOnlyRootFilesystem).
+    name = replicas[0]["metadata"]["name"]
+    denied = pods.kube.run(
+        "exec", "-n", harness.NAMESPACE, name, "--", "python3", "-c",
+        "open('/opt/heatshift/x', 'w')", check=False,
+    )  # fmt: skip
+    assert "Read-only file system" in denied, denied
+
+
+def test_the_webhook_holds_jobs_through_its_service(pods: harness.Heatshift) -> None:
+    """The API server calls the webhook at its Service (kube-proxy routes it to a pod), with
+    the CA bundle Helm generated; the acting replica then releases the Job onto a site."""
+    config = pods.kube.get("mutatingwebhookconfiguration", "heatshift")
+    for hook in config["webhooks"]:
+        assert "service" in hook["clientConfig"], hook["clientConfig"]
+    created = create(
+        pods, on_a_site(job("pods-held", annotations={"heatshift.dev/max-delay": "0s"}))
+    )
+    assert created["spec"]["suspend"] is True, "the webhook did not hold the Job"
+    name = created["metadata"]["name"]
+    (done,) = wait_released(pods, [name], harness.PLANNING_TIMEOUT_S).values()
+    site = annotation(done, "heatshift.dev/site")
+    assert done["spec"]["template"]["spec"]["nodeSelector"][harness.SITE_LABEL] == site
+
+    def running_on_site() -> bool:
+        found = pods.kube.items("pods", NS, selector=f"job-name={name}")
+        return bool(found) and str(found[0]["spec"].get("nodeName", "")).startswith(f"{site}-")
+
+    harness.wait_for("its pod on the site", running_on_site, harness.ADMISSION_TIMEOUT_S)
+
+
+def test_kubectl_logs_show_the_cycle_lines_not_the_probes(pods: harness.Heatshift) -> None:
+    acting = wait_one_acting(pods, 60)
+    harness.wait_for(
+        "a cycle line in kubectl logs",
+        lambda: "cycle policy=e2e-batch held=" in pod_log(pods, acting),
+        harness.PLANNING_TIMEOUT_S,
+    )
+    log = pod_log(pods, acting)
+    assert "heatshift started:" in log
+    # The kubelet probes /healthz every 10 s; none of that may fill the log.
+    assert "GET /healthz" not in log
+    assert "Activity 'planner' succeeded" not in log
+
+
+def test_killing_the_active_pod_hands_over_and_loses_no_job(pods: harness.Heatshift) -> None:
+    """The acting pod is force-deleted mid-work (no goodbye: its peering record stays until
+    it expires). The other replica, or the Deployment's replacement, takes over; every Job is
+    released by its start deadline, once."""
+    cluster = pods.cluster
+    assert isinstance(cluster, real_node.PodControlPlane)
+    since = time.time()
+    acting = wait_one_acting(pods, 60)
+    names = [
+        create(pods, on_a_site(job("pods-crash", annotations={"heatshift.dev/max-delay": "2m"})))[
+            "metadata"
+        ]["name"]
+        for _ in range(8)
+    ]
+    pods.kube.run(
+        "delete", "pod", "-n", harness.NAMESPACE, acting, "--grace-period=0", "--force"
+    )  # fmt: skip
+    killed = time.monotonic()
+    later = [
+        create(pods, on_a_site(job("pods-after", annotations={"heatshift.dev/max-delay": "30s"})))[
+            "metadata"
+        ]["name"]
+        for _ in range(4)
+    ]
+    jobs = wait_released(pods, names + later, 120 + PEERING_LIFETIME_S + 60)
+    took_over = harness.wait_for(
+        "a replica acting again", lambda: active_pod(pods), harness.STARTUP_TIMEOUT_S
+    )
+    print(
+        f"\nactive pod {acting} killed; {took_over} acts; all {len(jobs)} Jobs released "
+        f"{time.monotonic() - killed:.0f} s after the kill",
+        file=sys.stderr,
+    )
+    assert took_over != acting
+    for name, obj in jobs.items():
+        assert obj["spec"]["suspend"] is False and released(obj)
+        waited = parse_time(str(annotation(obj, "heatshift.dev/released-at"))) - parse_time(
+            obj["metadata"]["creationTimestamp"]
+        )
+        # The kill costs at most the peering's lifetime beyond the hint: that is the promise.
+        allowed = 120 if name in names else 30
+        assert waited <= datetime.timedelta(seconds=allowed + PEERING_LIFETIME_S + 15), (
+            name,
+            waited,
+        )
+    # Once each: one applied patch per Job in the API server's audit of the operator's
+    # requests (a 409 is a patch refused because the view was behind: nothing changed).
+    patches = [
+        r
+        for r in harness.audited(cluster.audit_log)
+        if r.at_s >= since
+        and r.verb == "patch"
+        and r.uri.startswith(f"/apis/batch/v1/namespaces/{NS}/jobs/")
+    ]
+    applied = collections.Counter(
+        r.uri.split("?")[0].rsplit("/", 1)[1] for r in patches if r.code == 200
+    )
+    assert {r.code for r in patches} <= {200, 409, 0}, patches
+    assert all(applied[name] == 1 for name in names + later), applied
+
+    def one_pod_each() -> bool:
+        found = [
+            p
+            for p in pods.kube.items("pods", NS)
+            if p["metadata"]["labels"].get("job-name") in names + later
+        ]
+        per_job = collections.Counter(p["metadata"]["labels"]["job-name"] for p in found)
+        assert all(count == 1 for count in per_job.values()), per_job
+        return len(per_job) == len(names + later)
+
+    harness.wait_for("one pod per Job", one_pod_each, harness.ADMISSION_TIMEOUT_S)
+    # The Deployment is whole again: two Ready replicas.
+    pods.kube.run(
+        "rollout", "status", f"deployment/{harness.RELEASE}", "-n", harness.NAMESPACE,
+        "--timeout=3m",
+    )  # fmt: skip
+
+
+def test_the_operator_stays_well_under_its_memory_limit(pods: harness.Heatshift) -> None:
+    """Peak RSS of each replica's process, against the chart's default memory limit."""
+    cluster = pods.cluster
+    assert isinstance(cluster, real_node.PodControlPlane)
+    values = yaml.safe_load((harness.CHART / "values.yaml").read_text())
+    limit = str(values["resources"]["limits"]["memory"])
+    assert limit.endswith("Gi")
+    limit_bytes = int(limit[:-2]) * 2**30
+    for pod in operator_pods(pods):
+        status = cluster.process_status(cluster.container_pids(pod, "operator")[0])
+        peak = int(status["VmHWM"][0]) * 1024
+        print(f"\n{pod['metadata']['name']}: peak RSS {peak / 2**20:.0f} MiB", file=sys.stderr)
+        assert peak < limit_bytes / 2, (pod["metadata"]["name"], peak)
