@@ -369,28 +369,23 @@ class PodOperator:
 
     log: Path
     pid: int
-    ready_seconds: float
-    """From ``helm upgrade`` to the pod Ready (the chart's readiness probe)."""
 
 
 def start_operator_pod(hs: harness.Heatshift, cluster: real_node.PodControlPlane) -> PodOperator:
-    started = time.time()
     hs.cluster.helm(
         "upgrade", harness.RELEASE, str(harness.CHART), "--namespace", harness.NAMESPACE,
         "--reuse-values", "--set", "replicaCount=1",
     )  # fmt: skip
-    selector = f"app.kubernetes.io/instance={harness.RELEASE},app.kubernetes.io/component=operator"
 
     def ready() -> harness.Obj | None:
-        found = hs.kube.items("pods", harness.NAMESPACE, selector=selector)
-        ok = [p for p in found if (harness.condition(p, "Ready") or {}).get("status") == "True"]
+        found = hs.kube.items("pods", harness.NAMESPACE, selector=harness.OPERATOR_SELECTOR)
+        ok = [p for p in found if harness.condition_true(p, "Ready")]
         return ok[0] if ok else None
 
     # Not helm's --wait: with the chart's maxUnavailable of 1 it is content with no pod Ready.
     pod = harness.wait_for("the operator pod Ready", ready, 900.0, interval_s=0.2)
-    ready_s = time.time() - started
     pid = cluster.container_pids(pod, "operator")[0]
-    return PodOperator(cluster.pod_log(pod, "operator"), pid, ready_s)
+    return PodOperator(cluster.pod_log(pod, "operator"), pid)
 
 
 def _operator_pid(operator: harness.Process) -> int:

@@ -51,6 +51,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NAMESPACE = "heatshift-system"
 """Where the chart is installed."""
 RELEASE = "heatshift"
+OPERATOR_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
+"""The chart's operator pods."""
 SITES = ("pool", "greenhouse", "office")
 """The three leaf sites; two simulated nodes each, labelled ``heatshift.dev/site=<site>``."""
 NODES_PER_SITE = 2
@@ -438,6 +440,11 @@ class Kube:
         ]
 
 
+def condition_true(obj: Obj, kind: str) -> bool:
+    """Whether ``obj`` has condition ``kind`` with status True."""
+    return (condition(obj, kind) or {}).get("status") == "True"
+
+
 def condition(obj: Obj, kind: str) -> Obj | None:
     for c in obj.get("status", {}).get("conditions", []) or []:
         if c.get("type") == kind:
@@ -740,7 +747,7 @@ class LocalControlPlane:
     def _nodes_ready(self, count: int) -> bool:
         self.check_alive()
         nodes = self.admin.items("nodes")
-        ready = [n for n in nodes if (condition(n, "Ready") or {}).get("status") == "True"]
+        ready = [n for n in nodes if condition_true(n, "Ready")]
         return len(ready) >= count
 
     def stop(self) -> None:
@@ -1170,8 +1177,9 @@ class Heatshift:
         """Everything the operator replicas logged so far."""
         if not self.cluster.in_cluster_operator:
             return "\n".join(p.log.read_text(errors="replace") for p in self.operators)
-        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
-        return self.kube.run("logs", "-n", NAMESPACE, "-l", selector, "--tail=-1", "--prefix")
+        return self.kube.run(
+            "logs", "-n", NAMESPACE, "-l", OPERATOR_SELECTOR, "--tail=-1", "--prefix"
+        )
 
     def replace_primary(self, *, kill: bool = False, image: str | None = None) -> Process:
         """Stop (``kill``: SIGKILL) the primary replica and start a new primary on its ports,
@@ -1196,9 +1204,8 @@ class Heatshift:
         if not self.cluster.in_cluster_operator:
             self.replace_primary(kill=True)
             return
-        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
         self.kube.run(
-            "delete", "pod", "-n", NAMESPACE, "-l", selector, "--grace-period=0", "--force"
+            "delete", "pod", "-n", NAMESPACE, "-l", OPERATOR_SELECTOR, "--grace-period=0", "--force"
         )
         self.kube.run("rollout", "status", f"deployment/{RELEASE}", "-n", NAMESPACE, "--timeout=3m")
 

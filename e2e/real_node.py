@@ -308,7 +308,7 @@ class PodControlPlane(harness.LocalControlPlane):
     def _node_ready(self, name: str) -> bool:
         self.check_alive()
         node = self.admin.get("node", name)
-        return (harness.condition(node, "Ready") or {}).get("status") == "True"
+        return harness.condition_true(node, "Ready")
 
     def ctr(self, *args: str, stdin: bytes | None = None, check: bool = True) -> str:
         return _run(

@@ -251,7 +251,7 @@ def check_of(w: Obj) -> Obj | None:
 
 
 def is_admitted(w: Obj | None) -> bool:
-    return w is not None and (harness.condition(w, "Admitted") or {}).get("status") == "True"
+    return w is not None and harness.condition_true(w, "Admitted")
 
 
 def wait_admitted(hs: harness.Heatshift, owners: list[str], timeout_s: float) -> dict[str, Obj]:
@@ -321,7 +321,7 @@ def with_fields(hs: harness.Heatshift, kind: str, name: str | None, namespace: s
 def test_the_check_is_active_and_its_cluster_queue_ready(kueue: harness.Heatshift) -> None:
     def active() -> bool:
         check = kueue.kube.get("admissioncheck.kueue.x-k8s.io", CHECK)
-        return (harness.condition(check, "Active") or {}).get("status") == "True"
+        return harness.condition_true(check, "Active")
 
     harness.wait_for("AdmissionCheck Active", active, harness.ADMISSION_TIMEOUT_S)
     cq = kueue.kube.get("clusterqueue.kueue.x-k8s.io", "heat")
@@ -346,7 +346,7 @@ def test_the_example_queues_are_accepted_by_kueue(kueue: harness.Heatshift) -> N
 
     def active() -> bool:
         cq = kueue.kube.get("clusterqueue.kueue.x-k8s.io", "training")
-        return (harness.condition(cq, "Active") or {}).get("status") == "True"
+        return harness.condition_true(cq, "Active")
 
     harness.wait_for("the example ClusterQueue Active", active, harness.ADMISSION_TIMEOUT_S)
 
@@ -469,7 +469,7 @@ def test_heatshift_stopped_only_its_check_waits(kueue: harness.Heatshift) -> Non
 
         def reserved() -> Obj | None:
             w = workload_of(kueue, held)
-            ok = w and (harness.condition(w, "QuotaReserved") or {}).get("status") == "True"
+            ok = w and harness.condition_true(w, "QuotaReserved")
             return w if ok else None
 
         w = harness.wait_for(

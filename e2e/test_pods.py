@@ -26,7 +26,6 @@ import real_node
 import yaml
 from test_scenarios import NS, annotation, create, job, parse_time, released, wait_released
 
-OPERATOR = f"app.kubernetes.io/instance={harness.RELEASE},app.kubernetes.io/component=operator"
 PEERING_LIFETIME_S = 60
 """Kopf's default peering lifetime: a peer that stops renewing its record is gone after it."""
 
@@ -72,7 +71,7 @@ def on_a_site(obj: harness.Obj) -> harness.Obj:
 def operator_pods(hs: harness.Heatshift) -> list[harness.Obj]:
     return [
         p
-        for p in hs.kube.items("pods", harness.NAMESPACE, selector=OPERATOR)
+        for p in hs.kube.items("pods", harness.NAMESPACE, selector=harness.OPERATOR_SELECTOR)
         if not p["metadata"].get("deletionTimestamp")
     ]
 
@@ -126,7 +125,7 @@ def test_both_replicas_run_as_the_chart_says_and_one_acts(pods: harness.Heatshif
     replicas = operator_pods(pods)
     assert len(replicas) == 2
     for pod in replicas:
-        assert (harness.condition(pod, "Ready") or {}).get("status") == "True"
+        assert harness.condition_true(pod, "Ready")
         assert pod["spec"]["nodeName"] == real_node.NODE_NAME
         (status,) = pod["status"]["containerStatuses"]
         name = pod["metadata"]["name"]

@@ -166,7 +166,7 @@ def _wait_all_ready(hs: harness.Heatshift, *, at_least: int) -> None:
     def all_ready() -> bool:
         objs = hs.kube.items("leafsites") + hs.kube.items("heatpolicies")
         assert len(objs) >= at_least
-        return all((harness.condition(o, "Ready") or {}).get("status") == "True" for o in objs)
+        return all(harness.condition_true(o, "Ready") for o in objs)
 
     harness.wait_for("every LeafSite and HeatPolicy Ready", all_ready, harness.PLANNING_TIMEOUT_S)
 
