@@ -48,6 +48,8 @@ TOOLS = Path(os.environ.get("HEATSHIFT_TOOLS_BIN", ROOT / ".cache" / "bin"))
 CHART = ROOT / "helm" / "heatshift"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+SERVICE_SUBNET = "10.96.0.0/16"
+"""The cluster's Service addresses (ClusterIPs)."""
 NAMESPACE = "heatshift-system"
 """Where the chart is installed."""
 RELEASE = "heatshift"
@@ -623,7 +625,7 @@ class LocalControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={self.pki / 'sa.pub'}",
             f"--service-account-signing-key-file={self.pki / 'sa.key'}",
-            "--service-cluster-ip-range=10.96.0.0/16",
+            f"--service-cluster-ip-range={SERVICE_SUBNET}",
             "--allow-privileged=true",
             # Two shared cores: no fairness queues or profiling to pay for.
             "--enable-priority-and-fairness=false",
@@ -1163,8 +1165,8 @@ class Heatshift:
         self.operators.append(process)
         try:
             wait_for(
-                f"operator-{index} /healthz",
-                lambda: process.serving(f"http://127.0.0.1:{health_port}/healthz"),
+                f"operator-{index} /readyz",
+                lambda: process.serving(f"http://127.0.0.1:{health_port}/readyz"),
                 STARTUP_TIMEOUT_S,
             )
         except HarnessError:

@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import harness
+import real_node
 import yaml
 
 HERE = Path(__file__).resolve().parent
 KUEUE_NAMESPACE = "kueue-system"
+KUEUE_IMAGE = "heatshift-e2e/kueue"
 KUEUE_METRICS_CERTS = Path("/etc/kueue/metrics/certs")
 """Where Kueue reads its metrics serving certificate when its internal certificate management
 is off: a fixed path in its main.go, so the harness must put one there."""
@@ -37,6 +39,10 @@ is off: a fixed path in its main.go, so the harness must put one there."""
 
 def module_dir(tool: str, module: str) -> Path:
     """Where the Go module cache holds ``module`` at the version ``e2e/cluster/<tool>`` pins."""
+    return Path(_module(tool, module)["Dir"])
+
+
+def _module(tool: str, module: str) -> dict[str, str]:
     out = subprocess.run(
         ["go", "mod", "download", "-json", module],
         cwd=HERE / "cluster" / tool,
@@ -45,7 +51,8 @@ def module_dir(tool: str, module: str) -> Path:
         timeout=600,
         check=True,
     )
-    return Path(json.loads(out.stdout)["Dir"])
+    found: dict[str, str] = json.loads(out.stdout)
+    return found
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -209,3 +216,82 @@ class KueueStack:
 
     def logs(self) -> str:
         return "\n".join(m.process.tail(60) for m in self.managers)
+
+
+class KueueChart:
+    """Kueue installed the way its users install it: ``helm install`` of its own chart (from
+    the pinned module, ``charts/kueue``), its controller manager a pod on the real node
+    (real_node.py). The image holds the binary ``build.sh kueue`` made, shaped as Kueue's
+    Dockerfile makes it: the static manager alone at ``/manager``, run as 65532.
+
+    Nothing is pointed at loopback: the API server calls Kueue's webhooks at their Service,
+    with the CA bundle Kueue's internal certificate management injects, and proxies its
+    visibility API (an APIService) through the aggregation layer."""
+
+    release = "kueue"
+
+    def __init__(self, cluster: real_node.PodControlPlane, frameworks: list[str]) -> None:
+        self.cluster = cluster
+        self.kube = cluster.admin
+        self.frameworks = frameworks
+
+    def install(self) -> KueueChart:
+        pinned = _module("kueue", "sigs.k8s.io/kueue")
+        chart = Path(pinned["Dir"]) / "charts" / "kueue"
+        version = pinned["Version"]
+        image = real_node.one_binary_image(
+            f"{KUEUE_IMAGE}:{version}", Path(harness.tool("kueue")), ["/manager"], "65532:65532"
+        )
+        self.cluster.load_image(image)
+        defaults = yaml.safe_load((chart / "values.yaml").read_text())
+        config = yaml.safe_load(defaults["managerConfig"]["controllerManagerConfigYaml"])
+        # Only the job kinds whose CRDs this cluster has.
+        config["integrations"]["frameworks"] = self.frameworks
+        values = {
+            "controllerManager": {
+                "manager": {
+                    "image": {
+                        "repository": KUEUE_IMAGE,
+                        "tag": version,
+                        # Loaded into the node above; nothing is ever pulled.
+                        "pullPolicy": "Never",
+                    }
+                }
+            },
+            "managerConfig": {"controllerManagerConfigYaml": yaml.safe_dump(config)},
+        }
+        values_file = self.cluster.work / "kueue-values.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        self.cluster.helm(
+            "install", self.release, str(chart), "--namespace", KUEUE_NAMESPACE,
+            "--create-namespace", "--values", str(values_file), "--wait", "--timeout", "4m",
+        )  # fmt: skip
+        try:
+            harness.wait_for(
+                "Kueue's webhooks and visibility API served",
+                self._serving,
+                harness.STARTUP_TIMEOUT_S,
+            )
+        except harness.HarnessError as err:
+            log = self.kube.run(
+                "logs", "-n", KUEUE_NAMESPACE, f"deployment/{self.release}-controller-manager",
+                "--tail=60", check=False,
+            )  # fmt: skip
+            raise harness.HarnessError(f"{err}; Kueue's log ends:\n{log}") from err
+        return self
+
+    def _serving(self) -> bool:
+        """Kueue has put its CA into its webhook configurations, and the aggregation layer
+        reaches its visibility API."""
+        for kind, name in (
+            ("mutatingwebhookconfiguration", "mutating-webhook-configuration"),
+            ("validatingwebhookconfiguration", "validating-webhook-configuration"),
+        ):
+            config = self.kube.get(kind, f"{self.release}-{name}")
+            if not all(h["clientConfig"].get("caBundle") for h in config["webhooks"]):
+                return False
+        service = self.kube.get("apiservice", "v1beta2.visibility.kueue.x-k8s.io")
+        return harness.condition_true(service, "Available")
+
+    def manager_pods(self) -> list[harness.Obj]:
+        return self.kube.items("pods", KUEUE_NAMESPACE, selector="control-plane=controller-manager")

@@ -27,6 +27,7 @@ runs with a lock).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -137,6 +138,13 @@ def _ensure_bridge() -> None:
     if f"{BRIDGE_ADDRESS}/" not in addresses:
         _run("ip", "addr", "add", f"{BRIDGE_ADDRESS}/24", "dev", BRIDGE)
     _run("ip", "link", "set", BRIDGE, "up")
+    # Service addresses are routed onto the bridge, never to the machine's default route: a
+    # connection to a ClusterIP kube-proxy has no rules for yet must fail here (and be tried
+    # again), not leave the machine. Where something out there answers (on some machines
+    # something does), the API server's webhook and aggregation clients keep that connection
+    # as the Service's, and every call through it fails.
+    if harness.SERVICE_SUBNET not in _run("ip", "-4", "route", "show", "dev", BRIDGE):
+        _run("ip", "route", "add", harness.SERVICE_SUBNET, "dev", BRIDGE)
 
 
 def remove_kube_chains() -> None:
@@ -166,23 +174,37 @@ def _remove_bridge() -> None:
     _run("ip", "link", "delete", BRIDGE, check=False)
 
 
-def pause_image() -> str:
-    """The sandbox image: Debian's static catatonit, alone, in pause mode (made once)."""
-    if _run("docker", "image", "inspect", PAUSE_IMAGE, check=False).strip() not in ("", "[]"):
-        return PAUSE_IMAGE
+def one_binary_image(name: str, binary: Path, entrypoint: list[str], user: str) -> str:
+    """Image ``name``: a root holding ``binary`` alone, at ``entrypoint[0]``, run as ``user``
+    (the shape of a distroless static image, for a static executable); made by ``docker
+    import``, so nothing is pulled. Made again when the binary changed."""
+    inside = entrypoint[0].lstrip("/")
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
+    found = _run(
+        "docker", "image", "inspect", "--format",
+        "{{ index .Config.Labels \"dev.heatshift.e2e.binary\" }}", name, check=False,
+    )  # fmt: skip
+    if found.strip() == digest:
+        return name
     with tempfile.TemporaryDirectory() as scratch:
-        shutil.copy(CATATONIT, Path(scratch) / "catatonit")
+        shutil.copy(binary, Path(scratch) / inside)
         tar = subprocess.run(
-            ["tar", "-C", scratch, "-c", "catatonit"], capture_output=True, check=True
+            ["tar", "-C", scratch, "-c", inside], capture_output=True, check=True
         ).stdout
     _run(
         "docker", "import",
-        "--change", 'ENTRYPOINT ["/catatonit", "-P"]',
-        "--change", "USER 65535:65535",
-        "-", PAUSE_IMAGE,
+        "--change", f"ENTRYPOINT {json.dumps(entrypoint)}",
+        "--change", f"USER {user}",
+        "--change", f"LABEL dev.heatshift.e2e.binary={digest}",
+        "-", name,
         stdin=tar,
     )  # fmt: skip
-    return PAUSE_IMAGE
+    return name
+
+
+def pause_image() -> str:
+    """The sandbox image: Debian's static catatonit, alone, in pause mode."""
+    return one_binary_image(PAUSE_IMAGE, CATATONIT, ["/catatonit", "-P"], "65535:65535")
 
 
 class PodControlPlane(harness.LocalControlPlane):
@@ -218,6 +240,16 @@ class PodControlPlane(harness.LocalControlPlane):
             f"--kubelet-client-key={self.pki / 'apiserver-kubelet.key'}",
             # The node's name resolves nowhere: reach its kubelet by its address, as kubeadm does.
             "--kubelet-preferred-address-types=InternalIP",
+            # The aggregation layer, as kubeadm sets it up: the API server proxies an
+            # APIService's requests (Kueue's visibility API) with this client certificate and
+            # the caller's identity in these headers, which the extension server trusts.
+            f"--requestheader-client-ca-file={self.pki / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={self.pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={self.pki / 'front-proxy-client.key'}",
         ]
 
     def start(self) -> PodControlPlane:
@@ -232,6 +264,7 @@ class PodControlPlane(harness.LocalControlPlane):
         harness.make_ca(self.pki)
         make_client_cert(self.pki, "apiserver-kubelet", "kube-apiserver-kubelet", "system:masters")
         make_client_cert(self.pki, "kubelet", f"system:node:{NODE_NAME}", "system:nodes")
+        make_client_cert(self.pki, "front-proxy-client", "front-proxy-client", "front-proxy")
         super().start_api_server()
         return self
 

@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import collections
 import datetime
+import json
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import harness
+import kueue_stack
 import pytest
 import real_node
 import yaml
 from test_scenarios import NS, annotation, create, job, parse_time, released, wait_released
+
+import test_kueue
 
 PEERING_LIFETIME_S = 60
 """Kopf's default peering lifetime: a peer that stops renewing its record is gone after it."""
@@ -289,3 +294,135 @@ def test_the_operator_stays_well_under_its_memory_limit(pods: harness.Heatshift)
         peak = int(status["VmHWM"][0]) * 1024
         print(f"\n{pod['metadata']['name']}: peak RSS {peak / 2**20:.0f} MiB", file=sys.stderr)
         assert peak < limit_bytes / 2, (pod["metadata"]["name"], peak)
+
+
+# --- with Kueue, installed from its own chart ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kueue(pods: harness.Heatshift) -> kueue_stack.KueueChart:
+    """Kueue from its chart, then heatshift's chart upgraded as the README's "With Kueue" says
+    (``kueue.enabled``, the AdmissionCheck), and test_kueue's queues. Last in this module: the
+    cluster goes with it."""
+    cluster = pods.cluster
+    assert isinstance(cluster, real_node.PodControlPlane)
+    started = time.monotonic()
+    chart = kueue_stack.KueueChart(cluster, ["batch/job"]).install()
+    print(f"\nKueue's chart installed and serving in {time.monotonic() - started:.0f} s",
+          file=sys.stderr)  # fmt: skip
+    cluster.helm(
+        "upgrade", harness.RELEASE, str(harness.CHART), "--namespace", harness.NAMESPACE,
+        "--reuse-values", "--set", "kueue.enabled=true",
+        "--set", "kueue.admissionCheck.create=true",
+        "--set", f"kueue.admissionCheck.name={test_kueue.CHECK}", "--wait", "--timeout", "3m",
+    )  # fmt: skip
+    pods.kube.run(
+        "rollout", "status", f"deployment/{harness.RELEASE}", "-n", harness.NAMESPACE,
+        "--timeout=3m",
+    )  # fmt: skip
+    pods.kube.apply(test_kueue.queues())
+    return chart
+
+
+def queued_job(prefix: str, **kwargs: Any) -> harness.Obj:
+    """A Job for the heat queue as a user submits it: not suspended (Kueue's webhook does
+    that), able to run on the simulated sites."""
+    obj = on_a_site(test_kueue.kueue_job(prefix, **kwargs))
+    del obj["spec"]["suspend"]
+    return obj
+
+
+def test_kueue_from_its_chart_queues_and_the_heatshift_pods_place(
+    pods: harness.Heatshift, kueue: kueue_stack.KueueChart
+) -> None:
+    cluster = pods.cluster
+    assert isinstance(cluster, real_node.PodControlPlane)
+    (manager,) = kueue.manager_pods()
+    assert manager["spec"]["nodeName"] == real_node.NODE_NAME
+    assert harness.condition_true(manager, "Ready")
+    proc = cluster.process_status(cluster.container_pids(manager, "manager")[0])
+    assert proc["Uid"][:2] == ["65532", "65532"]
+    # heatshift's acting pod keeps the check its chart created Active.
+    harness.wait_for(
+        "AdmissionCheck Active",
+        lambda: harness.condition_true(
+            pods.kube.get("admissioncheck.kueue.x-k8s.io", test_kueue.CHECK), "Active"
+        ),
+        harness.ADMISSION_TIMEOUT_S,
+    )
+    since = time.time()
+    names = []
+    for _ in range(4):
+        created = create(pods, queued_job("chart"))
+        # Kueue's webhook, through its Service, with the CA its certificate management made.
+        assert created["spec"]["suspend"] is True, "Kueue's webhook did not suspend the Job"
+        names.append(created["metadata"]["name"])
+    found = test_kueue.wait_admitted(pods, names, harness.PLANNING_TIMEOUT_S)
+    for name, w in found.items():
+        site = test_kueue.admitted_site(w)
+        assert site in harness.SITES, (name, test_kueue.check_of(w))
+        test_kueue.wait_pods_on(pods, f"job-name={name}", 1, site)
+    requests = [r for r in harness.audited(cluster.audit_log) if r.at_s >= since]
+    # The acting pod wrote each Workload's check (server-side apply on status) ...
+    workloads = {w["metadata"]["name"] for w in found.values()}
+    checked = {
+        r.uri.split("?")[0].split("/")[-2]
+        for r in requests
+        if r.verb == "patch" and r.code == 200 and "/workloads/" in r.uri
+    }
+    assert workloads <= checked, (workloads, checked)
+    # ... and never wrote a Job Kueue manages.
+    jobs_path = f"/apis/batch/v1/namespaces/{test_kueue.NS}/jobs"
+    writes = [r for r in requests if r.uri.startswith(jobs_path) and r.verb not in READS]
+    assert not writes, writes
+    # Kueue's visibility API (an APIService of its chart) answers through the aggregation layer.
+    pending = pods.kube.run(
+        "get", "--raw", f"/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/{test_kueue.NS}"
+        f"/localqueues/{test_kueue.QUEUE}/pendingworkloads",
+    )  # fmt: skip
+    assert json.loads(pending)["kind"] == "PendingWorkloadsSummary"
+
+
+READS = ("get", "list", "watch")
+
+
+def test_held_work_is_retried_in_rounds_until_its_site_has_room(
+    pods: harness.Heatshift, kueue: kueue_stack.KueueChart
+) -> None:
+    """A Job that may only run at the full office is held: its check is ``Retry`` with
+    ``requeueAfterSeconds``, round after round, until the blocker is done; then it is admitted
+    to the office. What Kueue v0.17 does meanwhile is recorded and asserted, since the README
+    tells users: the quota stays reserved through each Retry (Kueue waits out
+    requeueAfterSeconds before it evicts), so held work counts against the queue's quota."""
+    office = {"heatshift.dev/sites": "office", "heatshift.dev/max-delay": "10m"}
+    blocker = create(
+        pods, queued_job("blocker", annotations=office, runtime="90s", cpu="12", pods=2)
+    )["metadata"]["name"]
+    test_kueue.wait_admitted(pods, [blocker], harness.PLANNING_TIMEOUT_S)
+    waiter = create(pods, queued_job("waiter", annotations=office, cpu="10"))["metadata"]["name"]
+    seen: list[tuple[float, str, bool]] = []  # (s, check state, quota reserved), changes only
+    started = time.monotonic()
+
+    def admitted() -> harness.Obj | None:
+        w = test_kueue.workload_of(pods, waiter)
+        if w is None:
+            return None
+        state = (
+            str((test_kueue.check_of(w) or {}).get("state")),
+            harness.condition_true(w, "QuotaReserved"),
+        )
+        if not seen or seen[-1][1:] != state:
+            seen.append((round(time.monotonic() - started, 1), *state))
+        return w if test_kueue.is_admitted(w) else None
+
+    w = harness.wait_for("the waiter admitted", admitted, 2 * harness.PLANNING_TIMEOUT_S,
+                         interval_s=0.5)  # fmt: skip
+    print(f"\nthe waiter's check, quota reserved: {seen}", file=sys.stderr)
+    retries = [reserved for _, state, reserved in seen if state == "Retry"]
+    assert len(retries) >= 2, str(seen)  # held for more than one round
+    assert all(retries), str(seen)
+    assert test_kueue.admitted_site(w) == "office"
+    blocker_job = pods.kube.get("job", blocker, test_kueue.NS)
+    assert harness.condition(blocker_job, "Complete") or harness.condition(
+        blocker_job, "SuccessCriteriaMet"
+    ), "admitted while the office was still full"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,14 @@ NOW = 1_700_000_000.0
 """The tests' Unix clock: 2023-11-14T22:13:20Z."""
 NOW_TEXT = "2023-11-14T22:13:20Z"
 SITE_LABEL = "heatshift.dev/leafsite"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def job(

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from heatshift import ledger, metrics, resources
+from heatshift.kube import probes
 from heatshift.metering import readings
 from heatshift.metering import server as metering_server
 from heatshift.sim import scenario as scenario_mod
@@ -208,7 +209,9 @@ def test_pods_are_locked_down() -> None:
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert set(container["resources"]) == {"requests", "limits"}
     assert {"cpu", "memory"} <= set(container["resources"]["limits"])
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Two questions, two endpoints of the operator (kube.probes): alive, and listed.
+    assert container["livenessProbe"]["httpGet"]["path"] == probes.LIVENESS_PATH
+    assert container["readinessProbe"]["httpGet"]["path"] == probes.READINESS_PATH
     assert spec["serviceAccountName"] == "heatshift"
 
 

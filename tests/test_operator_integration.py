@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -46,13 +45,6 @@ RESOURCES = {
 
 
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Cluster:
@@ -164,7 +156,7 @@ class Operator:
 async def operator(cluster: Cluster) -> AsyncIterator[Operator]:
     """The operator in its own thread and event loop, as in production: Kopf owns its loop
     (on stopping it cancels every task it did not start)."""
-    port = _free_port()
+    port = kf.free_port()
     options = handlers.RunOptions(
         standalone=True,
         metrics_port=None,
@@ -237,7 +229,7 @@ async def test_held_job_is_released_onto_the_site_that_wants_heat(
 async def test_expiring_job_is_released_with_every_metering_source_down(
     cluster: Cluster, operator: Operator
 ) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{kf.free_port()}"  # nothing listens there
     await cluster.create(kf.leafsite("pool", url=dead))
     await cluster.create(kf.leafsite("flats", url=dead))
     await cluster.create(kf.heatpolicy("batch", replan="30s"))

@@ -51,6 +51,10 @@ helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version
  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1
  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(echo "$helm_client_go" | cut -d. -f2)"
 kwok_ldflags="-s -w"
+# Kueue stamps its version as its Makefile does: its visibility API server serves only the API
+# versions its own version says exist (an unstamped v0.0.0 serves none, so discovery 404s).
+kueue_version="$(module_version kueue sigs.k8s.io/kueue)"
+kueue_ldflags="-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$kueue_version"
 
 # build MODULE_DIR LDFLAGS NAME=PACKAGE...
 build() {
@@ -122,7 +126,7 @@ build_node() {
 
 # Kueue and JobSet each in their own module: they pin different controller-runtimes.
 build_kueue() {
-	build kueue "-s -w" kueue=sigs.k8s.io/kueue/cmd/kueue
+	build kueue "$kueue_ldflags" kueue=sigs.k8s.io/kueue/cmd/kueue
 	build jobset "-s -w" jobset=sigs.k8s.io/jobset
 }
 

@@ -608,7 +608,10 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=argtypes.port,
         default=8081,
         metavar="PORT",
-        help="serve the liveness probe at /healthz on this port; 0 disables (default: 8081)",
+        help=(
+            "serve the liveness probe /healthz and the readiness probe /readyz (ready once "
+            "the cluster is listed) on this port; 0 disables (default: 8081)"
+        ),
     )
     p.add_argument(
         "--webhook-port",

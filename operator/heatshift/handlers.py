@@ -55,6 +55,7 @@ from heatshift.kube import (
     events,
     informer,
     meters,
+    probes,
     view,
     workloads,
 )
@@ -121,6 +122,8 @@ class State:
     informers: informer.Informers | None = None
     """The view's Jobs and bare Pods, and the webhook's HeatPolicies and Namespaces, from
     heatshift's own informers (kube.informer), in every replica."""
+    probes: probes.ProbeServer | None = None
+    """/healthz and /readyz (kube.probes): ready once the informers have listed everything."""
 
 
 def _state(memo: Any) -> State:
@@ -225,6 +228,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         state.api, options.namespaces, state.heard, on_held=lambda: _wake(state, None)
     )
     state.informers.start()
+    if options.health_port is not None:
+        state.probes = probes.ProbeServer(
+            lambda: state.informers.not_listed() if state.informers else "starting"
+        )
+        await state.probes.start("0.0.0.0", options.health_port)
     state.memory = cycle.Memory(recorder=events.Recorder(state.api), metrics=state.metrics)
     log.info(
         "heatshift started: cluster=%s as %s namespaces=%s webhook_port=%d managed_webhooks=%s",
@@ -239,16 +247,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
     state = _state(memo)
+    if state.probes is not None:
+        await state.probes.stop()
     if state.informers is not None:
         await state.informers.stop()
     if state.scratch is not None:
         state.scratch.cleanup()
-
-
-@kopf.on.probe(id="planner")
-def planner_probe(memo: Any, **_: Any) -> int:
-    """For the liveness endpoint: how many policies are being planned."""
-    return len(_state(memo).wake)
 
 
 # --- indexes: the watched view every planning cycle reads (kube.view) --------------------------
@@ -545,10 +549,6 @@ def peering_priority(options: RunOptions) -> int:
     return random.SystemRandom().randint(1, 2**31 - 1)
 
 
-def _liveness(options: RunOptions) -> str | None:
-    return None if options.health_port is None else f"http://0.0.0.0:{options.health_port}/healthz"
-
-
 async def operate(
     options: RunOptions,
     *,
@@ -578,7 +578,6 @@ async def operate(
             peering_name=None if options.standalone else options.peering,
             clusterwide=not options.namespaces,
             namespaces=list(options.namespaces),
-            liveness_endpoint=_liveness(options),
             memo=kopf.Memo(heatshift=state),
             stop_flag=stop_flag,
             ready_flag=ready_flag,

@@ -313,6 +313,12 @@ class Informers:
             asyncio.create_task(i.run(), name=f"informer {i.path}") for i in self.informers
         ]
 
+    def not_listed(self) -> str | None:
+        """What has not been listed once yet, in words (None: everything has): the replica's
+        readiness (kube.probes)."""
+        waiting = sorted({i.kind for i in self.informers if not i.synced.is_set()})
+        return f"still listing {', '.join(waiting)}" if waiting else None
+
     async def wait_synced(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self.informers))
 

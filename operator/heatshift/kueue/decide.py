@@ -6,7 +6,10 @@ the same release rule decides what starts now (:func:`heatshift.kube.cycle.relea
 deadline guard included). A Workload it would release gets ``Ready`` (with its site's
 nodeSelector, or none for a deadline release no site can take); every other held Workload
 gets ``Retry`` with ``requeueAfterSeconds`` until its planned start, at most one planning
-interval, so it does not sit on the ClusterQueue's quota while it waits.
+interval. Kueue (v0.17, measured in e2e/test_pods.py) keeps the Workload's quota reserved
+until then, then evicts and requeues it, which reserves the quota again and asks the check
+once more: held work counts against its ClusterQueue's quota while it waits, as under any
+admission check (Kueue reserves quota before it asks the checks).
 
 The next decision about a Workload in Retry comes when Kueue has requeued it and reserved
 its quota again: :data:`REQUEUE_SLACK_S` after the requeue time. A Workload whose start
