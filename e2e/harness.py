@@ -1209,6 +1209,11 @@ class Heatshift:
         self.kube.run(
             "delete", "pod", "-n", NAMESPACE, "-l", OPERATOR_SELECTOR, "--grace-period=0", "--force"
         )
+        self.wait_rolled_out()
+
+    def wait_rolled_out(self) -> None:
+        """Until every replica of the chart's Deployment is updated and Ready (``helm --wait``
+        settles for one: the chart's ``maxUnavailable: 1``)."""
         self.kube.run("rollout", "status", f"deployment/{RELEASE}", "-n", NAMESPACE, "--timeout=3m")
 
     def stop(self) -> None:

@@ -102,23 +102,7 @@ def kueue(heatshift: harness.Heatshift) -> Iterator[harness.Heatshift]:
     )
     try:
         stack.start()
-        cluster.helm(
-            "upgrade",
-            harness.RELEASE,
-            str(harness.CHART),
-            "--namespace",
-            harness.NAMESPACE,
-            "--reuse-values",
-            "--set",
-            "kueue.enabled=true",
-            "--set",
-            "kueue.admissionCheck.create=true",
-            "--set",
-            f"kueue.admissionCheck.name={CHECK}",
-            "--wait",
-            "--timeout",
-            "3m",
-        )
+        enable_in_chart(heatshift)
         heatshift.kube.apply(queues())
         restart_operator(heatshift, ["--kueue"])
         yield heatshift
@@ -128,6 +112,17 @@ def kueue(heatshift: harness.Heatshift) -> Iterator[harness.Heatshift]:
         heatshift.kube.run("delete", "namespace", NS, "--wait=false", check=False)
         stack.stop()
         restart_operator(heatshift, [])
+
+
+def enable_in_chart(hs: harness.Heatshift) -> None:
+    """``helm upgrade`` of heatshift's chart as the README's "With Kueue" says: the Kueue RBAC,
+    ``--kueue`` for in-cluster replicas, and the AdmissionCheck :data:`CHECK`."""
+    hs.cluster.helm(
+        "upgrade", harness.RELEASE, str(harness.CHART), "--namespace", harness.NAMESPACE,
+        "--reuse-values", "--set", "kueue.enabled=true",
+        "--set", "kueue.admissionCheck.create=true",
+        "--set", f"kueue.admissionCheck.name={CHECK}", "--wait", "--timeout", "3m",
+    )  # fmt: skip
 
 
 def restart_operator(hs: harness.Heatshift, args: list[str]) -> None:

@@ -33,6 +33,8 @@ import test_kueue
 
 PEERING_LIFETIME_S = 60
 """Kopf's default peering lifetime: a peer that stops renewing its record is gone after it."""
+READS = ("get", "list", "watch")
+"""Verbs that write nothing, in the API server's audit log."""
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +50,7 @@ def pods() -> Iterator[harness.Heatshift]:
             cluster.start()
             started = time.monotonic()
             deployment.install_chart()
-            # helm's --wait is content with one Ready replica (the chart's maxUnavailable: 1).
-            deployment.kube.run(
-                "rollout", "status", f"deployment/{harness.RELEASE}", "-n", harness.NAMESPACE,
-                "--timeout=3m",
-            )  # fmt: skip
+            deployment.wait_rolled_out()
             print(
                 f"helm install and both replicas Ready took {time.monotonic() - started:.1f} s",
                 file=sys.stderr,
@@ -275,10 +273,7 @@ def test_killing_the_active_pod_hands_over_and_loses_no_job(pods: harness.Heatsh
 
     harness.wait_for("one pod per Job", one_pod_each, harness.ADMISSION_TIMEOUT_S)
     # The Deployment is whole again: two Ready replicas.
-    pods.kube.run(
-        "rollout", "status", f"deployment/{harness.RELEASE}", "-n", harness.NAMESPACE,
-        "--timeout=3m",
-    )  # fmt: skip
+    pods.wait_rolled_out()
 
 
 def test_the_operator_stays_well_under_its_memory_limit(pods: harness.Heatshift) -> None:
@@ -310,16 +305,8 @@ def kueue(pods: harness.Heatshift) -> kueue_stack.KueueChart:
     chart = kueue_stack.KueueChart(cluster, ["batch/job"]).install()
     print(f"\nKueue's chart installed and serving in {time.monotonic() - started:.0f} s",
           file=sys.stderr)  # fmt: skip
-    cluster.helm(
-        "upgrade", harness.RELEASE, str(harness.CHART), "--namespace", harness.NAMESPACE,
-        "--reuse-values", "--set", "kueue.enabled=true",
-        "--set", "kueue.admissionCheck.create=true",
-        "--set", f"kueue.admissionCheck.name={test_kueue.CHECK}", "--wait", "--timeout", "3m",
-    )  # fmt: skip
-    pods.kube.run(
-        "rollout", "status", f"deployment/{harness.RELEASE}", "-n", harness.NAMESPACE,
-        "--timeout=3m",
-    )  # fmt: skip
+    test_kueue.enable_in_chart(pods)
+    pods.wait_rolled_out()
     pods.kube.apply(test_kueue.queues())
     return chart
 
@@ -381,9 +368,6 @@ def test_kueue_from_its_chart_queues_and_the_heatshift_pods_place(
         f"/localqueues/{test_kueue.QUEUE}/pendingworkloads",
     )  # fmt: skip
     assert json.loads(pending)["kind"] == "PendingWorkloadsSummary"
-
-
-READS = ("get", "list", "watch")
 
 
 def test_held_work_is_retried_in_rounds_until_its_site_has_room(

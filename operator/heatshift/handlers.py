@@ -224,14 +224,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.admission.managed = f"{GROUP}.webhooks" if options.manage_webhook_config else None
     state.api = state.session.api
     # Every replica keeps its Jobs and Pods current, a standby too: it takes over warm.
-    state.informers = informer.Informers(
+    informers = state.informers = informer.Informers(
         state.api, options.namespaces, state.heard, on_held=lambda: _wake(state, None)
     )
-    state.informers.start()
+    informers.start()
     if options.health_port is not None:
-        state.probes = probes.ProbeServer(
-            lambda: state.informers.not_listed() if state.informers else "starting"
-        )
+        state.probes = probes.ProbeServer(informers.not_listed)
         await state.probes.start("0.0.0.0", options.health_port)
     state.memory = cycle.Memory(recorder=events.Recorder(state.api), metrics=state.metrics)
     log.info(
