@@ -8,7 +8,7 @@ result's useful heat.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -95,22 +95,55 @@ def scenarios(draw: st.DrawFn) -> scenario_mod.Scenario:
     return builders.scenario(sites, jobs, hours=hours, step_s=STEP, demand=demand, tank=tank)
 
 
-def _bound(scenario: scenario_mod.Scenario, *, optimal: bool = True) -> float:
-    found = sim_bound.scenario_bound(scenario)
+def _bound(
+    scenario: scenario_mod.Scenario,
+    *,
+    optimal: bool = True,
+    merge_jobs: bool | None = None,
+    deadlines: bool = True,
+) -> float:
+    found = sim_bound.scenario_bound(scenario, merge_jobs=merge_jobs, deadlines=deadlines)
     if optimal:
-        assert found.status is planner_bound.BoundStatus.OPTIMAL
+        expected = (
+            planner_bound.BoundStatus.OPTIMAL
+            if deadlines
+            else planner_bound.BoundStatus.DEADLINES_DROPPED
+        )
+        assert found.status is expected
     return found.useful_heat_kwh
+
+
+def _programme_args(
+    scenario: scenario_mod.Scenario,
+) -> tuple[
+    Sequence[model.Site],
+    list[float],
+    Mapping[str, Sequence[float]],
+    Mapping[str, float],
+    list[model.JobRequest],
+]:
+    """``useful_heat_bound``'s arguments for the scenario, as :mod:`heatshift.sim.bound` builds
+    them."""
+    steps = engine.step_count(scenario)
+    return (
+        scenario.sites,
+        [i * scenario.step_s for i in range(steps + 1)],
+        engine.capped_demand_kw(scenario),
+        scenario.initial_tank_kwh,
+        [j for j in scenario.jobs if engine.fits_somewhere(j, scenario.sites)],
+    )
 
 
 def _at_most(useful: float, bound: float) -> bool:
     return useful <= bound + 1e-6 * (1.0 + bound)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
-@given(scenarios(), st.data())
-def test_no_deadline_meeting_schedule_beats_the_bound(
-    scenario: scenario_mod.Scenario, data: st.DataObject
-) -> None:
+def _random_schedule(
+    scenario: scenario_mod.Scenario,
+    data: st.DataObject,
+    latest: Callable[[model.JobRequest], float],
+) -> FixedSchedule:
+    """Each job that fits somewhere at a drawn site, started between release and ``latest``."""
     schedule: dict[str, tuple[str, float]] = {}
     for job in scenario.jobs:
         hosts = [
@@ -122,12 +155,79 @@ def test_no_deadline_meeting_schedule_beats_the_bound(
             continue
         # Ends of the window as often as the inside: that is where runs line up with steps.
         where = data.draw(st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0))
-        start = job.release_s + where * (job.deadline_s - job.release_s)
+        start = job.release_s + where * (latest(job) - job.release_s)
         schedule[job.id] = (data.draw(st.sampled_from(hosts)), start)
-    policy = FixedSchedule(schedule, {j.id: j.release_s for j in scenario.jobs})
+    return FixedSchedule(schedule, {j.id: j.release_s for j in scenario.jobs})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(scenarios(), st.data())
+def test_no_deadline_meeting_schedule_beats_the_bound(
+    scenario: scenario_mod.Scenario, data: st.DataObject
+) -> None:
+    policy = _random_schedule(scenario, data, lambda job: job.deadline_s)
     result = engine.simulate(scenario, policy)
     assume(not result.deadline_misses)  # a refused start (site full) can make one late
-    assert _at_most(result.metrics()["useful_heat_kwh"], _bound(scenario))  # type: ignore[arg-type]
+    useful: float = result.metrics()["useful_heat_kwh"]  # type: ignore[assignment]
+    assert _at_most(useful, _bound(scenario))
+    # The coarser programme past the size budget (each shape's jobs merged) is a limit too.
+    assert _at_most(useful, _bound(scenario, merge_jobs=True))
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenarios(), st.data())
+def test_no_schedule_at_all_beats_the_bound_with_deadlines_dropped(
+    scenario: scenario_mod.Scenario, data: st.DataObject
+) -> None:
+    # Starts anywhere from release to the end of the run, deadlines or not: what a plan for
+    # an overloaded fleet (where none meets them all) may do.
+    end = engine.step_count(scenario) * scenario.step_s
+    policy = _random_schedule(scenario, data, lambda job: max(job.release_s, end))
+    useful: float = engine.simulate(scenario, policy).metrics()["useful_heat_kwh"]  # type: ignore[assignment]
+    for merge_jobs in (False, True):
+        assert _at_most(useful, _bound(scenario, merge_jobs=merge_jobs, deadlines=False))
+
+
+@settings(max_examples=40, deadline=None)
+@given(scenarios())
+def test_merging_jobs_by_shape_only_loosens_the_bound(scenario: scenario_mod.Scenario) -> None:
+    exact = sim_bound.scenario_bound(scenario, merge_jobs=False)
+    merged = sim_bound.scenario_bound(scenario, merge_jobs=True)
+    assume(exact.status is merged.status is planner_bound.BoundStatus.OPTIMAL)
+    assert merged.merged and not exact.merged
+    assert merged.useful_heat_kwh >= exact.useful_heat_kwh - 1e-6 * (1.0 + exact.useful_heat_kwh)
+    assert merged.variables <= exact.variables
+
+
+def test_jobs_of_one_shape_and_window_merge_without_loss() -> None:
+    # Three identical jobs and one of another shape: merging the three changes nothing (any
+    # merged solution splits evenly into theirs) but needs a third of their variables.
+    site = builders.site("a", gpu=2, idle_watts=0, watts_per_gpu=1000, efficiency=1.0)
+    jobs = [builders.job(i, gpu=1, cpu=0, hours=1.0, deadline_h=1.0) for i in ("x", "y", "z")]
+    jobs.append(builders.job("w", gpu=0, cpu=2, hours=0.5, deadline_h=0.5))
+    demand = {"a": [0.0, 0.0, 0.0, 0.0, 3.0, 3.0, 3.0, 3.0]}
+    scenario = builders.scenario([site], jobs, hours=2.0, demand=demand, tank={"a": 0.0})
+    exact = sim_bound.scenario_bound(scenario, merge_jobs=False)
+    merged = sim_bound.scenario_bound(scenario, merge_jobs=True)
+    assert merged.useful_heat_kwh == pytest.approx(exact.useful_heat_kwh)
+    assert merged.variables < exact.variables
+
+
+def test_a_programme_over_its_size_budget_is_built_with_jobs_merged() -> None:
+    scenario = builders.scenario(
+        [builders.site("a", gpu=4)],
+        [builders.job(f"j{i}", gpu=1, cpu=0, hours=1.0, deadline_h=2.0) for i in range(8)],
+        hours=3.0,
+        demand={"a": 5.0},
+        tank={"a": 0.0},
+    )
+    args = _programme_args(scenario)
+    exact = planner_bound.useful_heat_bound(*args)
+    assert not exact.merged
+    # A budget the exact programme is over but the merged one fits.
+    merged = planner_bound.useful_heat_bound(*args, max_variables=exact.variables - 1)
+    assert merged.merged and merged.status is planner_bound.BoundStatus.OPTIMAL
+    assert merged.useful_heat_kwh >= exact.useful_heat_kwh - 1e-6
 
 
 @settings(max_examples=6, deadline=None)
@@ -177,17 +277,32 @@ def test_a_job_of_14_nanowatts_on_an_idle_site_still_gets_the_lp_bound() -> None
     assert made_kwh <= _bound(scenario) < 1e-5
 
 
-def test_a_deadline_the_site_cannot_hold_leaves_the_trivial_bound_only() -> None:
-    # Both jobs must run throughout the hour on one GPU: no schedule exists, the LP has no
-    # solution, and the bound falls back to heat made or demanded, whichever is less.
+def test_deadlines_no_schedule_meets_leave_the_limit_of_any_schedule() -> None:
+    # Both jobs must run throughout the hour on one GPU: no schedule meets both deadlines, so
+    # the programme is solved without them. One GPU-hour is all the site can make (the
+    # trivial bound, heat made or demanded, would say 2 kWh).
     site = builders.site(
         "a", gpu=1, idle_watts=0, watts_per_gpu=1000, efficiency=1.0, loss_per_hour=0
     )
     jobs = [builders.job(i, gpu=1, cpu=0, hours=2.0, deadline_h=0.0) for i in ("x", "y")]
     scenario = builders.scenario([site], jobs, hours=1.0, demand={"a": 10.0}, tank={"a": 0.0})
     found = sim_bound.scenario_bound(scenario)
-    assert found.status is planner_bound.BoundStatus.TRIVIAL
-    assert found.useful_heat_kwh == pytest.approx(min(10.0, 2 * 1.0))
+    assert found.status is planner_bound.BoundStatus.DEADLINES_DROPPED
+    assert found.useful_heat_kwh == pytest.approx(1.0)
+    assert "deadlines dropped" in found.how()
+
+
+def test_an_overloaded_fleets_plan_never_beats_its_horizon_bound() -> None:
+    # 1,000 jobs on 20 sites: more work with deadlines than the fleet can start in time, and a
+    # programme over the size budget, so the bound is the merged one with deadlines dropped.
+    snapshot = bench.generate_snapshot(1000, 20, seed=0)
+    cfg = planner_config.PlannerConfig()
+    plan = policies.make_policy("heatshift", cfg).decide(snapshot)
+    limit = planner_bound.horizon_bound(snapshot, cfg)
+    assert limit.bound.status is planner_bound.BoundStatus.DEADLINES_DROPPED
+    assert limit.bound.merged
+    heat = checker.expected_heat(snapshot, plan.placements, limit.slot_starts, limit.demand_kw)
+    assert _at_most(heat.useful_kwh, limit.bound.useful_heat_kwh)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -216,14 +331,7 @@ def test_a_plans_expected_heat_never_beats_the_horizon_bound(seed: int) -> None:
 def test_a_programme_over_its_size_budget_gives_the_looser_trivial_bound(
     scenario: scenario_mod.Scenario,
 ) -> None:
-    steps = engine.step_count(scenario)
-    args = (
-        scenario.sites,
-        [i * scenario.step_s for i in range(steps + 1)],
-        engine.capped_demand_kw(scenario),
-        scenario.initial_tank_kwh,
-        [j for j in scenario.jobs if engine.fits_somewhere(j, scenario.sites)],
-    )
+    args = _programme_args(scenario)
     trivial = planner_bound.useful_heat_bound(*args, max_variables=0)
     assert trivial.status is planner_bound.BoundStatus.TRIVIAL
     assert trivial.variables == 0

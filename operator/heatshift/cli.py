@@ -128,7 +128,7 @@ def _simulate(args: argparse.Namespace) -> int:
         found = sim_bound.scenario_bound(scenario)
         bound_kwh = found.useful_heat_kwh
         sys.stderr.write(
-            f"{scenario.name} / bound: {found.status.value}, {found.variables:,} variables, "
+            f"{scenario.name} / bound: {found.how()}, {found.variables:,} variables, "
             f"{time.perf_counter() - started:.1f}s\n"
         )
     if args.json:
@@ -189,6 +189,7 @@ def _bench_planner(args: argparse.Namespace) -> int:
         "expected_useful_heat_kwh": plan.expected_useful_heat_kwh,
         "bound_useful_heat_kwh": bound_kwh,
         "bound_status": limit.bound.status.value,
+        "bound_jobs_merged": limit.bound.merged,
         "fraction_of_bound": heat.useful_kwh / bound_kwh if bound_kwh > 0 else 1.0,
         "notes": list(plan.notes),
     }
@@ -207,7 +208,7 @@ def _bench_planner(args: argparse.Namespace) -> int:
         f"  placements     {outcome['placements']} ({outcome['placements_now']} starting now), "
         f"{outcome['unschedulable']} unschedulable, "
         f"expected useful heat {plan.expected_useful_heat_kwh:,.1f} kWh\n"
-        f"  horizon bound  {bound_kwh:,.1f} kWh ({limit.bound.status.value}): the plan "
+        f"  horizon bound  {bound_kwh:,.1f} kWh ({limit.bound.how()}): the plan "
         f"expects {outcome['fraction_of_bound']:.1%} of it\n"
     )
     for note in plan.notes:  # how the planner sized the problem, and why

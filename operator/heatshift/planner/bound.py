@@ -28,10 +28,19 @@ schedule's useful heat:
   available)`` and ``E = min(available - H, capacity)`` satisfy them, its dumped heat being the
   slack of the inequality.
 
+Past its size budget the programme is built coarser: every job of one *shape* (the same sites
+it may use, resources and power, so the same heat and use per unit of ``u`` at each site) shares
+one variable per site and slot, and each job's rows are replaced by their sums over the shape
+(``Bound.merged``). Summing rows only drops constraints, and the per-job ``u`` of any schedule sum
+to a point of the merged programme with the same heat, so its optimum is a limit too, a looser
+one (shape by shape, one job's allowance in a slot may be spent by another).
+
 The programme drops what makes scheduling hard (a job's run is one contiguous interval, at
 one site, its start shared by all its slots), so its optimum can be above every real
 schedule: it is a limit, not a plan. Heat made by a job that starts after its deadline is not
 covered; jobs already late at the start (deadline before the first slot) may start at any time.
+Where no schedule meets every deadline, the programme is solved again with every job free to
+start at any time from its release: a limit for every schedule at all.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from __future__ import annotations
 import bisect
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ortools.linear_solver import pywraplp
 
@@ -65,6 +74,8 @@ class BoundStatus(enum.StrEnum):
     """How the bound came about."""
 
     OPTIMAL = "optimal"  # the linear programme's optimum
+    DEADLINES_DROPPED = "deadlines-dropped"  # no schedule meets every deadline: the optimum
+    # with deadlines dropped, the limit of any schedule
     TRIVIAL = "trivial"  # the LP did not solve: the heat-made-or-demanded bound instead
 
 
@@ -76,27 +87,156 @@ class Bound:
     status: BoundStatus
     variables: int
     constraints: int
+    merged: bool = False
+    """Jobs of one shape shared variables (a looser programme, past the size budget)."""
+
+    def how(self) -> str:
+        """How the bound came about, in words."""
+        words = {
+            BoundStatus.OPTIMAL: "optimal",
+            BoundStatus.DEADLINES_DROPPED: "optimal with deadlines dropped: no schedule meets "
+            "them all",
+            BoundStatus.TRIVIAL: "trivial: heat made or demanded, whichever is less",
+        }[self.status]
+        return words + (", jobs of one shape merged" if self.merged else "")
 
 
 MAX_VARIABLES = 400_000
-"""Largest programme built (the built-in week needs about 194,000 variables); past it the
-bound is the trivial one."""
+"""Largest programme built (the built-in week needs about 194,000 variables); past it the jobs
+of one shape are merged, and past that too the bound is the trivial one."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """When a job may start, and the slots its runs can touch."""
+
+    earliest: float
+    latest: float
+    must_start: bool  # its start deadline lies inside the slots
+    slots: range
+
+
+def _window(job: model.JobRequest, slot_starts: Sequence[float], deadlines: bool) -> _Window | None:
+    now, end = slot_starts[0], slot_starts[-1]
+    earliest = max(now, job.release_s)
+    if earliest >= end:
+        return None
+    late = not deadlines or job.deadline_s < now
+    latest = end if late else job.deadline_s
+    first = bisect.bisect_right(slot_starts, earliest) - 1
+    last = bisect.bisect_left(slot_starts, min(end, latest + job.duration_s))
+    return _Window(earliest, latest, not late and latest < end, range(max(first, 0), last))
+
+
+@dataclass(slots=True)
+class _Column:
+    """What shares one variable per site and slot: one job, or every job of one shape.
+
+    ``slots`` maps a slot to the seconds run in it, summed over sites: at least (a job that
+    must start) and at most; ``run_lo`` and ``run_hi`` bound the seconds run over every slot
+    and site."""
+
+    hosts: tuple[model.Site, ...]
+    amounts: tuple[float, float, int]
+    watts: tuple[float, ...]  # per host
+    slots: dict[int, list[float]]
+    run_lo: float
+    run_hi: float
+
+    def merge(self, other: _Column) -> None:
+        for k, (lo, hi) in other.slots.items():
+            mine = self.slots.setdefault(k, [0.0, 0.0])
+            mine[0] += lo
+            mine[1] += hi
+        self.run_lo += other.run_lo
+        self.run_hi += other.run_hi
+
+
+_Shape = tuple[tuple[str, ...], tuple[float, float, int], tuple[float, ...]]
+_Shaped = tuple[model.JobRequest, tuple[model.Site, ...], _Shape, _Window]
+"""A job that can run in the slots: where, its shape (the key jobs merge by), when."""
+
+
+def _shapes(
+    sites: Sequence[model.Site],
+    slot_starts: Sequence[float],
+    jobs: Sequence[model.JobRequest],
+    deadlines: bool,
+) -> list[_Shaped]:
+    """The jobs that can run in the slots (``deadlines`` False: at any time from release)."""
+    out: list[_Shaped] = []
+    # Jobs share a handful of shapes: each one's hosts and watts are worked out once.
+    known: dict[
+        tuple[model.Resources, frozenset[str] | None, float | None],
+        tuple[tuple[model.Site, ...], _Shape],
+    ] = {}
+    for job in jobs:
+        window = _window(job, slot_starts, deadlines)
+        if window is None or not window.slots:
+            continue
+        key = (job.resources, job.allowed_sites, job.power_watts)
+        if key not in known:
+            hosts = tuple(
+                s for s in sites if job.may_run_at(s.name) and job.resources.fits_within(s.capacity)
+            )
+            watts = tuple(s.job_watts(job.resources, job.power_watts) for s in hosts)
+            known[key] = (hosts, (tuple(s.name for s in hosts), job.resources.as_tuple(), watts))
+        hosts, shape = known[key]
+        if hosts:
+            out.append((job, hosts, shape, window))
+    return out
 
 
 def _size(
-    sites: Sequence[model.Site], slot_starts: Sequence[float], jobs: Sequence[model.JobRequest]
+    sites: Sequence[model.Site],
+    slot_starts: Sequence[float],
+    shaped: Sequence[_Shaped],
+    merged: bool,
 ) -> int:
-    """About how many variables the programme would have (sites a job may use, at most)."""
-    now, end = slot_starts[0], slot_starts[-1]
+    """About how many variables the programme would have (at most)."""
     total = len(sites) * 2 * (len(slot_starts) - 1)
-    for job in jobs:
-        earliest = max(now, job.release_s)
-        latest = end if job.deadline_s < now else job.deadline_s
-        first = bisect.bisect_right(slot_starts, earliest) - 1
-        last = bisect.bisect_left(slot_starts, min(end, latest + job.duration_s))
-        hosts = len(sites) if job.allowed_sites is None else len(job.allowed_sites)
-        total += hosts * max(0, last - first)
-    return total
+    if not merged:
+        return total + sum(len(hosts) * len(w.slots) for _, hosts, _, w in shaped)
+    spans: dict[_Shape, tuple[int, int]] = {}
+    for _, _, shape, w in shaped:
+        first, last = spans.get(shape, (w.slots.start, w.slots.stop))
+        spans[shape] = (min(first, w.slots.start), max(last, w.slots.stop))
+    return total + sum(len(shape[0]) * (last - first) for shape, (first, last) in spans.items())
+
+
+def _columns(
+    slot_starts: Sequence[float],
+    shaped: Sequence[_Shaped],
+    merged: bool,
+) -> list[_Column]:
+    """One column per job, or (``merged``) per shape, jobs in their given order."""
+    end = slot_starts[-1]
+    columns: list[_Column] = []
+    by_shape: dict[_Shape, _Column] = {}
+    for job, hosts, shape, w in shaped:
+        d = job.duration_s
+        slots: dict[int, list[float]] = {}
+        for k in w.slots:
+            lo, hi = _overlap_range(w.earliest, w.latest, d, slot_starts[k], slot_starts[k + 1])
+            if hi > 0:
+                slots[k] = [lo if w.must_start else 0.0, hi]
+        if not slots:
+            continue
+        column = _Column(
+            hosts,
+            shape[1],
+            shape[2],
+            slots,
+            min(d, max(0.0, end - w.latest)) if w.must_start else 0.0,
+            min(d, end - w.earliest),
+        )
+        if not merged:
+            columns.append(column)
+        elif shape in by_shape:
+            by_shape[shape].merge(column)
+        else:
+            columns.append(by_shape.setdefault(shape, column))
+    return columns
 
 
 def _trivial_bound(
@@ -110,15 +250,16 @@ def _trivial_bound(
     """Per site, the lesser of its demand and all heat it could get: its tank, its fixed load,
     and every job's heat at the site where it would make the most."""
     now, end = slot_starts[0], slot_starts[-1]
-    jobs_kwh = sum(
-        max(
-            (s.heat_recovery_efficiency * s.job_watts(j.resources, j.power_watts) for s in sites),
-            default=0.0,
-        )
-        * max(0.0, min(j.duration_s, end - max(now, j.release_s)))
-        / _JOULES_PER_KWH
-        for j in jobs
-    )
+    best_watts: dict[tuple[model.Resources, float | None], float] = {}  # a few shapes, many jobs
+    jobs_kwh = 0.0
+    for j in jobs:
+        key = (j.resources, j.power_watts)
+        if key not in best_watts:
+            best_watts[key] = max(
+                (s.heat_recovery_efficiency * s.job_watts(*key) for s in sites), default=0.0
+            )
+        seconds = max(0.0, min(j.duration_s, end - max(now, j.release_s)))
+        jobs_kwh += best_watts[key] * seconds / _JOULES_PER_KWH
     total = 0.0
     for s in sites:
         demand = demand_kw.get(s.name, ())
@@ -162,6 +303,8 @@ def useful_heat_bound(
     jobs: Sequence[model.JobRequest],
     running: Sequence[model.RunningJob] = (),
     max_variables: int = MAX_VARIABLES,
+    merge_jobs: bool | None = None,
+    deadlines: bool = True,
 ) -> Bound:
     """The most useful heat any deadline-meeting schedule of ``jobs`` delivers, kWh.
 
@@ -169,16 +312,17 @@ def useful_heat_bound(
     ``demand_kw`` the heat each site's offtaker takes per slot (already capped at its
     rating), ``initial_tank_kwh`` the tanks' energy at the start, ``running`` jobs already
     running from the start. A job may start no earlier than ``max(now, release)`` and no later
-    than its deadline; a job whose deadline lies inside the slots must start. A programme of more
-    than about ``max_variables`` variables is not built: the bound is then the trivial one
-    (status TRIVIAL).
+    than its deadline; a job whose deadline lies inside the slots must start. When no schedule
+    meets every deadline (an overloaded fleet) the programme is solved again with deadlines
+    dropped, every job free to start at any time from its release: the limit of any schedule
+    at all (status DEADLINES_DROPPED). A programme of more than about ``max_variables``
+    variables is not built: the jobs of each shape are merged (``merged``), and if that is still
+    too big the bound is the trivial one (status TRIVIAL). ``merge_jobs`` True merges them
+    whatever the size, False never does; ``deadlines`` False drops deadlines from the start.
     """
-    now, end = slot_starts[0], slot_starts[-1]
+    now = slot_starts[0]
     slots = len(slot_starts) - 1
     lengths = [slot_starts[k + 1] - slot_starts[k] for k in range(slots)]
-    solver = pywraplp.Solver.CreateSolver("GLOP")
-    inf = solver.infinity()
-
     # Fixed load per site and slot: idle power and running jobs (heat, and resources held).
     base_joules = {s.name: [s.power.idle_watts * lengths[k] for k in range(slots)] for s in sites}
     held = {s.name: [[0.0, 0.0, 0.0] for _ in range(slots)] for s in sites}
@@ -193,6 +337,46 @@ def useful_heat_bound(
                 for i, amount in enumerate(r.resources.as_tuple()):
                     held[r.site][k][i] += amount * share
 
+    found = _trivial_bound(sites, slot_starts, demand_kw, initial_tank_kwh, jobs, base_joules)
+    for kept in (True, False) if deadlines else (False,):
+        shaped = _shapes(sites, slot_starts, jobs, kept)
+        merged = (
+            merge_jobs
+            if merge_jobs is not None
+            else _size(sites, slot_starts, shaped, merged=False) > max_variables
+        )
+        if _size(sites, slot_starts, shaped, merged=merged) > max_variables:
+            return found
+        columns = _columns(slot_starts, shaped, merged)
+        found = _programme(
+            sites, slot_starts, demand_kw, initial_tank_kwh, base_joules, held, columns
+        )
+        found = replace(found, merged=merged)
+        if found.status is BoundStatus.OPTIMAL:
+            if not kept:
+                found = replace(found, status=BoundStatus.DEADLINES_DROPPED)
+            return found
+        # Not optimal with deadlines: no schedule meets them all (or the simplex gave up);
+        # the programme without them is feasible whatever the fleet.
+    return found
+
+
+def _programme(
+    sites: Sequence[model.Site],
+    slot_starts: Sequence[float],
+    demand_kw: Mapping[str, Sequence[float]],
+    initial_tank_kwh: Mapping[str, float],
+    base_joules: Mapping[str, Sequence[float]],
+    held: Mapping[str, Sequence[Sequence[float]]],
+    columns: Sequence[_Column],
+) -> Bound:
+    """The programme's optimum (status OPTIMAL), or if the simplex finds none the trivial
+    bound over the columns' heat (status TRIVIAL)."""
+    slots = len(slot_starts) - 1
+    lengths = [slot_starts[k + 1] - slot_starts[k] for k in range(slots)]
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    inf = solver.infinity()
+
     # heat[s][k]: (variable, joules per unit); use[s][k][r]: (variable, amount)
     heat: dict[str, list[list[tuple[pywraplp.Variable, float]]]] = {
         s.name: [[] for _ in range(slots)] for s in sites
@@ -204,65 +388,38 @@ def useful_heat_bound(
         s.name: [[0.0, 0.0, 0.0] for _ in range(slots)] for s in sites
     }
     made_kwh_at_most = 0.0  # for the trivial bound
-    if _size(sites, slot_starts, jobs) > max_variables:
-        return _trivial_bound(sites, slot_starts, demand_kw, initial_tank_kwh, jobs, base_joules)
-    for j, job in enumerate(jobs):
-        hosts = [
-            s for s in sites if job.may_run_at(s.name) and job.resources.fits_within(s.capacity)
-        ]
-        earliest = max(now, job.release_s)
-        if not hosts or earliest >= end:
-            continue
-        late = job.deadline_s < now
-        latest = end if late else job.deadline_s
-        must_start = not late and latest < end
-        d = job.duration_s
-        job_slots: list[tuple[int, float, float]] = []
-        for k in range(slots):
-            t0, t1 = slot_starts[k], slot_starts[k + 1]
-            if t1 <= earliest or t0 >= latest + d:
-                continue
-            lo, hi = _overlap_range(earliest, latest, d, t0, t1)
-            if hi > 0:
-                job_slots.append((k, lo if must_start else 0.0, hi))
-        if not job_slots:
-            continue
+    for c, column in enumerate(columns):
         # Lower limits a hair looser (a relaxation, so still valid): the per-slot and total
         # rows of a job with no slack pin the same amount twice, and rounding must not make
         # the programme look infeasible.
-        total = solver.Constraint(
-            _LOOSER * (min(d, max(0.0, end - latest)) if must_start else 0.0),
-            min(d, end - earliest),
-            f"run{j}",
-        )
-        amounts = job.resources.as_tuple()
+        total = solver.Constraint(_LOOSER * column.run_lo, column.run_hi, f"run{c}")
         made_kwh_at_most += (
             max(
-                s.heat_recovery_efficiency * s.job_watts(job.resources, job.power_watts)
-                for s in hosts
+                s.heat_recovery_efficiency * watts
+                for s, watts in zip(column.hosts, column.watts, strict=True)
             )
-            * min(d, end - earliest)
+            * column.run_hi
             / _JOULES_PER_KWH
         )
-        for k, lo, hi in job_slots:
+        several = len(column.hosts) > 1
+        for k, (lo, hi) in column.slots.items():
             length = lengths[k]
             per_slot = (
-                solver.Constraint(_LOOSER * lo / length, hi / length, f"at{j}_{k}")
-                if len(hosts) > 1
+                solver.Constraint(_LOOSER * lo / length, hi / length, f"at{c}_{k}")
+                if several
                 else None
             )
-            for s in hosts:
+            for s, watts in zip(column.hosts, column.watts, strict=True):
                 u = solver.NumVar(
                     _LOOSER * lo / length if per_slot is None else 0.0,
                     hi / length,
-                    f"u{j}_{s.name}_{k}",
+                    f"u{c}_{s.name}_{k}",
                 )
                 total.SetCoefficient(u, length)
                 if per_slot is not None:
                     per_slot.SetCoefficient(u, 1.0)
-                watts = s.job_watts(job.resources, job.power_watts)
                 heat[s.name][k].append((u, watts * length))
-                for i, amount in enumerate(amounts):
+                for i, amount in enumerate(column.amounts):
                     if amount:
                         use[s.name][k][i].append((u, amount))
                         peak[s.name][k][i] += amount * hi / length

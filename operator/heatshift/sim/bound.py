@@ -15,8 +15,11 @@ from heatshift.sim import engine
 from heatshift.sim import scenario as scenario_mod
 
 
-def scenario_bound(scenario: scenario_mod.Scenario) -> planner_bound.Bound:
-    """The most useful heat any deadline-meeting schedule of ``scenario`` delivers."""
+def scenario_bound(
+    scenario: scenario_mod.Scenario, *, merge_jobs: bool | None = None, deadlines: bool = True
+) -> planner_bound.Bound:
+    """The most useful heat any deadline-meeting schedule of ``scenario`` delivers (see
+    :func:`heatshift.planner.bound.useful_heat_bound` for the keywords)."""
     steps = engine.step_count(scenario)
     jobs = [j for j in scenario.jobs if engine.fits_somewhere(j, scenario.sites)]
     return planner_bound.useful_heat_bound(
@@ -25,4 +28,6 @@ def scenario_bound(scenario: scenario_mod.Scenario) -> planner_bound.Bound:
         engine.capped_demand_kw(scenario),
         scenario.initial_tank_kwh,
         jobs,
+        merge_jobs=merge_jobs,
+        deadlines=deadlines,
     )
