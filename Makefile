@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Run the fleet simulator on the built-in scenario, all four policies.
 simulate: $(VENV)/.installed
-	$(BIN)/heatshift simulate --replan-every 1h --plot heatshift-winter-week.png
+	$(BIN)/heatshift simulate --replan-every 1h --parallel 2 --plot heatshift-winter-week.png
 
 # Lint, type-check, check the layering contracts, run the tests.
 test: lint unit

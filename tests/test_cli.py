@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,6 +108,30 @@ def test_simulate_json_reports_every_policy(
     # Progress went to stderr, one line per tenth and policy (not a terminal here).
     assert err.count("tiny / default:") == 10
     assert "100%" in err
+
+
+def test_simulate_in_parallel_gives_the_same_numbers(
+    scenario_file: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # capfd: the worker processes write their progress to the same file descriptor.
+    def run(*extra: str) -> tuple[dict[str, Any], str]:
+        argv = ["simulate", "--scenario", str(scenario_file), "--json", *extra]
+        assert cli.main(argv) == 0
+        out, err = capfd.readouterr()
+        doc: dict[str, Any] = json.loads(out)
+        for metrics in doc["results"]:  # wall times: the only figures that may differ
+            for key in [k for k in metrics if k.startswith("plan_seconds")]:
+                del metrics[key]
+        return doc, err
+
+    alone, _ = run()
+    side_by_side, err = run("--parallel", "3")
+    assert [r["policy"] for r in side_by_side["results"]] == list(policies.POLICY_NAMES)
+    assert side_by_side == alone
+    # Each process still reports its progress, a line per tenth, and the bound's line.
+    for name in policies.POLICY_NAMES:
+        assert err.count(f"tiny / {name}:") == 10
+    assert "tiny / bound: optimal" in err
 
 
 def test_simulate_runs_the_production_planner(

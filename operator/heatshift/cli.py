@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import logging
 import statistics
@@ -47,6 +48,13 @@ EXIT_USAGE = 2
 SIMULATION_SOLVER_TIME_LIMIT_S = 60.0
 """The wall-clock safety net of each solve in ``heatshift simulate`` (far past what the work
 budget takes), so that results repeat however loaded the machine is."""
+MAX_SIMULATE_PROCESSES = 64
+"""``simulate --parallel`` at most (there are only five tasks: four policies and the bound)."""
+_SIMULATION_COST = {"oracle": 0, "heatshift": 1, "greedy": 3, "default": 4}
+_BOUND_COST = 2
+"""The order ``--parallel`` starts the tasks in, longest first (on the built-in week: the oracle,
+heatshift, the bound, then the two quick ones), so that no process is left running a long one
+alone at the end."""
 MAX_BENCH_REPEATS = 1000
 """``bench planner --repeat`` at most: each run may take the solver's whole time limit."""
 
@@ -58,10 +66,11 @@ class _Progress:
     per tenth done, so logs stay short.
     """
 
-    def __init__(self, stream: TextIO, label: str) -> None:
+    def __init__(self, stream: TextIO, label: str, *, rewrite: bool = True) -> None:
         self.stream = stream
         self.label = label
-        self.tty = stream.isatty()
+        # Simulations side by side each write lines: one rewritten line would be garbled.
+        self.tty = rewrite and stream.isatty()
         self.next_tenth = 1
         self.started = time.perf_counter()
 
@@ -77,6 +86,32 @@ class _Progress:
             self.stream.write(f"{self.label}: {self.next_tenth * 10:3d}% ({elapsed:.1f}s)\n")
             self.next_tenth += 1
         self.stream.flush()
+
+
+def _simulate_policy(
+    scenario: scenario_mod.Scenario,
+    name: str,
+    cfg: planner_config.PlannerConfig,
+    replan_every_s: float | None,
+    horizon_s: float,
+    *,
+    rewrite: bool,
+) -> engine.SimResult:
+    """One policy over the scenario (in this process or a worker of ``--parallel``)."""
+    return engine.simulate(
+        scenario,
+        policies.make_policy(name, cfg),
+        replan_every_s=replan_every_s,
+        horizon_s=horizon_s,
+        progress=_Progress(sys.stderr, f"{scenario.name} / {name}", rewrite=rewrite),
+    )
+
+
+def _scenario_bound(scenario: scenario_mod.Scenario) -> tuple[planner_bound.Bound, float]:
+    """The scenario's bound and the seconds it took."""
+    started = time.perf_counter()
+    found = sim_bound.scenario_bound(scenario)
+    return found, time.perf_counter() - started
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -110,26 +145,35 @@ def _simulate(args: argparse.Namespace) -> int:
             "scenario steps)\n"
         )
         return EXIT_USAGE
-    results: list[engine.SimResult] = []
-    for name in names:
-        policy = policies.make_policy(name, cfg)
-        results.append(
-            engine.simulate(
-                scenario,
-                policy,
-                replan_every_s=args.replan_every,
-                horizon_s=args.horizon,
-                progress=_Progress(sys.stderr, f"{scenario.name} / {name}"),
-            )
-        )
+    runs = [(scenario, name, cfg, args.replan_every, args.horizon) for name in names]
+    found: planner_bound.Bound | None = None
+    bound_seconds = 0.0
+    if args.parallel == 1:
+        results = [_simulate_policy(*run, rewrite=True) for run in runs]
+        if args.bound:
+            found, bound_seconds = _scenario_bound(scenario)
+    else:
+        # Each search ends at its work budget, not the clock, so side by side the numbers are
+        # the same as one after another. Longest first (-1 is the bound).
+        order = sorted((_SIMULATION_COST[run[1]], i) for i, run in enumerate(runs))
+        if args.bound:
+            order = sorted([*order, (_BOUND_COST, -1)])
+        with concurrent.futures.ProcessPoolExecutor(min(args.parallel, len(order))) as pool:
+            futures: dict[int, concurrent.futures.Future[Any]] = {
+                i: pool.submit(_scenario_bound, scenario)
+                if i < 0
+                else pool.submit(_simulate_policy, *runs[i], rewrite=False)
+                for _, i in order
+            }
+            results = [futures[i].result() for i in range(len(runs))]
+            if args.bound:
+                found, bound_seconds = futures[-1].result()
     bound_kwh = None
-    if args.bound:
-        started = time.perf_counter()
-        found = sim_bound.scenario_bound(scenario)
+    if found is not None:
         bound_kwh = found.useful_heat_kwh
         sys.stderr.write(
             f"{scenario.name} / bound: {found.how()}, {found.variables:,} variables, "
-            f"{time.perf_counter() - started:.1f}s\n"
+            f"{bound_seconds:.1f}s\n"
         )
     if args.json:
         sys.stdout.write(json.dumps(report.as_json(results, bound_kwh), indent=2) + "\n")
@@ -483,6 +527,14 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="DURATION",
         help="planning horizon, also how far the oracle sees ahead "
         f"({bounds.PLANNING_HORIZON.words()}; default: 24h)",
+    )
+    p.add_argument(
+        "--parallel",
+        type=argtypes.whole_number_in(1, MAX_SIMULATE_PROCESSES),
+        default=1,
+        metavar="N",
+        help="run the policies and the bound in up to N processes at once (the numbers are "
+        f"the same; 1 to {MAX_SIMULATE_PROCESSES}, default: 1)",
     )
     p.set_defaults(handler=_simulate)
 

@@ -105,6 +105,22 @@ class Scenario:
     jobs: tuple[model.JobRequest, ...]
     """``release_s`` = submit time, ``deadline_s`` = latest start; sorted by (release, id)."""
 
+    # Read-only mappings do not pickle; ``simulate --parallel`` sends scenarios to workers.
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        for key in _READ_ONLY_FIELDS:
+            state[key] = dict(state[key])
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for key, value in state.items():
+            if key in _READ_ONLY_FIELDS:
+                value = types.MappingProxyType(value)  # type: ignore[arg-type]
+            object.__setattr__(self, key, value)
+
+
+_READ_ONLY_FIELDS = ("initial_tank_kwh", "demand")
+
 
 def parse_duration(text: str) -> float:
     """Seconds in a Go-style duration such as ``"15m"``, ``"168h"``, ``"1h30m"``, ``"90s"``.
