@@ -59,8 +59,9 @@ SITES = ("pool", "greenhouse", "office")
 """The three leaf sites; two simulated nodes each, labelled ``heatshift.dev/site=<site>``."""
 NODES_PER_SITE = 2
 SITE_LABEL = "heatshift.dev/site"
-KIND_METERING = "heatshift-e2e-metering"
-"""On kind: the metering reference server's Deployment and Service."""
+METERING_POD = "heatshift-e2e-metering"
+"""Where the operator runs in pods (kind, the real node): the metering reference server's
+Deployment and Service."""
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -879,11 +880,12 @@ class Heatshift:
         self.kube = cluster.admin
         self.work = cluster.work
         self.metering_port = free_port()
-        # On kind the operator runs in a pod: the metering server must too (see _kind_metering).
+        # Where the operator runs in a pod the metering server does too (see
+        # _metering_in_a_pod); the URL is then its Service's, set once that exists.
         self.metering_url = (
             f"http://{cluster.address}:{self.metering_port}"
             if isinstance(cluster, LocalControlPlane)
-            else f"http://{KIND_METERING}.{NAMESPACE}.svc:8099"
+            else ""
         )
         self.metering: Process | None = None
         self.operators: list[Process] = []
@@ -947,11 +949,12 @@ class Heatshift:
     # metering
 
     def start_metering(self) -> None:
-        if not isinstance(self.cluster, LocalControlPlane):
-            self._kind_metering(replicas=1)
+        if self.cluster.in_cluster_operator:
+            self._metering_in_a_pod(replicas=1)
             return
         if self.metering and self.metering.running:
             return
+        assert isinstance(self.cluster, LocalControlPlane)
         metering = Process(
             "metering",
             [
@@ -980,28 +983,27 @@ class Heatshift:
 
     def stop_metering(self) -> None:
         """Kill the metering server, as a crashed building-management system would vanish."""
-        if not isinstance(self.cluster, LocalControlPlane):
-            self._kind_metering(replicas=0)
+        if self.cluster.in_cluster_operator:
+            self._metering_in_a_pod(replicas=0)
         elif self.metering:
             self.metering.kill()
 
-    def _kind_metering(self, replicas: int) -> None:
+    def _metering_in_a_pod(self, replicas: int) -> None:
         """The metering reference server as a Deployment + Service, from the operator image."""
-        assert isinstance(self.cluster, KindCluster)
-        labels = {"app.kubernetes.io/name": KIND_METERING}
+        labels = {"app.kubernetes.io/name": METERING_POD}
         scenario = {name: (FIXTURES / name).read_text() for name in ("scenario.yaml", "jobs.csv")}
         self.kube.apply(
             manifests(
                 {
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
-                    "metadata": {"name": KIND_METERING, "namespace": NAMESPACE},
+                    "metadata": {"name": METERING_POD, "namespace": NAMESPACE},
                     "data": scenario,
                 },
                 {
                     "apiVersion": "apps/v1",
                     "kind": "Deployment",
-                    "metadata": {"name": KIND_METERING, "namespace": NAMESPACE},
+                    "metadata": {"name": METERING_POD, "namespace": NAMESPACE},
                     "spec": {
                         "replicas": replicas,
                         "selector": {"matchLabels": labels},
@@ -1028,7 +1030,7 @@ class Heatshift:
                                     }
                                 ],
                                 "volumes": [
-                                    {"name": "scenario", "configMap": {"name": KIND_METERING}}
+                                    {"name": "scenario", "configMap": {"name": METERING_POD}}
                                 ],
                             },
                         },
@@ -1037,15 +1039,21 @@ class Heatshift:
                 {
                     "apiVersion": "v1",
                     "kind": "Service",
-                    "metadata": {"name": KIND_METERING, "namespace": NAMESPACE},
+                    "metadata": {"name": METERING_POD, "namespace": NAMESPACE},
                     "spec": {"selector": labels, "ports": [{"port": 8099, "targetPort": 8099}]},
                 },
             )
         )
         if replicas:
             self.kube.run(
-                "rollout", "status", f"deployment/{KIND_METERING}", "-n", NAMESPACE, "--timeout=3m"
+                "rollout", "status", f"deployment/{METERING_POD}", "-n", NAMESPACE, "--timeout=3m"
             )
+        if isinstance(self.cluster, KindCluster):
+            self.metering_url = f"http://{METERING_POD}.{NAMESPACE}.svc:8099"
+        else:
+            # No cluster DNS beside the real node: the Service by its address.
+            service = self.kube.get("service", METERING_POD, NAMESPACE)
+            self.metering_url = f"http://{service['spec']['clusterIP']}:8099"
 
     # prometheus
 

@@ -145,6 +145,15 @@ def _ensure_bridge() -> None:
     # as the Service's, and every call through it fails.
     if harness.SERVICE_SUBNET not in _run("ip", "-4", "route", "show", "dev", BRIDGE):
         _run("ip", "route", "add", harness.SERVICE_SUBNET, "dev", BRIDGE)
+    # Pod to pod (and pod to a Service's pod) crosses the bridge, and bridged traffic goes
+    # through iptables' FORWARD chain, whose policy Docker sets to DROP: accept it, as Docker
+    # does for its own bridge. Without this every pod-to-pod connection timed out.
+    check = ["iptables", "-C", *_FORWARD_WITHIN_BRIDGE]
+    if subprocess.run(check, capture_output=True, check=False, timeout=60).returncode != 0:
+        _run("iptables", "-I", *_FORWARD_WITHIN_BRIDGE)
+
+
+_FORWARD_WITHIN_BRIDGE = ("FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT")
 
 
 def remove_kube_chains() -> None:
@@ -171,6 +180,7 @@ def remove_kube_chains() -> None:
 
 
 def _remove_bridge() -> None:
+    _run("iptables", "-D", *_FORWARD_WITHIN_BRIDGE, check=False)
     _run("ip", "link", "delete", BRIDGE, check=False)
 
 

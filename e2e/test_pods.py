@@ -187,6 +187,47 @@ def test_the_webhook_holds_jobs_through_its_service(pods: harness.Heatshift) -> 
     harness.wait_for("its pod on the site", running_on_site, harness.ADMISSION_TIMEOUT_S)
 
 
+def test_the_sites_read_their_meter_from_its_pod_through_its_service(
+    pods: harness.Heatshift,
+) -> None:
+    """The metering reference server runs as a pod too, from the same image; the acting
+    replica reads every LeafSite's meter at its Service's address (kube-proxy routes pod to
+    pod), so every site is metered fresh."""
+    (meter,) = pods.kube.items(
+        "pods", harness.NAMESPACE, selector=f"app.kubernetes.io/name={harness.METERING_POD}"
+    )
+    assert meter["spec"]["nodeName"] == real_node.NODE_NAME
+    service = pods.kube.get("service", harness.METERING_POD, harness.NAMESPACE)
+    assert pods.metering_url == f"http://{service['spec']['clusterIP']}:8099"
+    sites = ("pool", "greenhouse", "office")
+
+    def unmetered() -> list[str]:
+        return [
+            name
+            for name in sites
+            if not harness.condition_true(pods.kube.get("leafsite", name), "MeteringFresh")
+        ]
+
+    try:
+        harness.wait_for("every site MeteringFresh", lambda: not unmetered(), 120)
+    except harness.HarnessError:
+        acting = wait_one_acting(pods, 10)
+        # From the acting pod: the meter's pod directly, and through its Service.
+        reached = {
+            url: pods.kube.run(
+                "exec", "-n", harness.NAMESPACE, acting, "--", "python3", "-c",
+                f"import urllib.request; print(urllib.request.urlopen('{url}/healthz', "
+                "timeout=3).status)",
+                check=False,
+            ).strip()[-200:]
+            for url in (f"http://{meter['status']['podIP']}:8099", pods.metering_url)
+        }  # fmt: skip
+        raise AssertionError(
+            f"sites {unmetered()} not metered fresh; from the acting pod {reached}; its log "
+            "ends:\n" + "\n".join(pod_log(pods, acting).splitlines()[-10:])
+        ) from None
+
+
 def test_kubectl_logs_show_the_cycle_lines_not_the_probes(pods: harness.Heatshift) -> None:
     acting = wait_one_acting(pods, 60)
     harness.wait_for(
