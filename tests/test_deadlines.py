@@ -56,3 +56,30 @@ def test_an_arrival_that_cannot_wait_for_the_next_slot_is_planned_at_its_release
     assert job_class.duration_s == urgent.duration_s + 0.1 * HOUR
     plan = heataware.plan(snap, REPEATABLE)
     assert [(p.job_id, p.start_s) for p in plan.placements] == [("urgent", 0.1 * HOUR)]
+
+
+def test_a_plan_that_misses_a_deadline_holds_nothing_for_heat() -> None:
+    # Heat is wanted from hour 4 on, so a CPU job with 12 h of slack is held for it: until two
+    # no-slack 2-GPU jobs want the site's 2 GPUs at once. One of them is late whatever
+    # happens; then the held job starts now (the CPUs have room) and waits for no heat.
+    site = builders.site("a", gpu=2, cpu=32, memory_gib=256, tank_kwh=0, max_thermal_kw=100)
+    state = builders.state("a", forecast=[0.0] * 16 + [100.0] * 80)
+    slack = model.JobRequest(
+        id="slack",
+        resources=model.Resources(cpu=8, memory_gib=8, gpu=0),
+        duration_s=2 * HOUR,
+        release_s=0.0,
+        deadline_s=12 * HOUR,
+    )
+    urgent = [_job(f"urgent-{i}", 2, 4.0, 0.0, 0.0) for i in range(2)]
+
+    def starts(jobs: list[model.JobRequest]) -> dict[str, float]:
+        plan = heataware.plan(builders.snapshot([site], [state], jobs), REPEATABLE)
+        return {p.job_id: p.start_s for p in plan.placements}
+
+    assert starts([slack, urgent[0]])["slack"] >= 4 * HOUR  # held for the heat
+    congested = heataware.plan(builders.snapshot([site], [state], [slack, *urgent]), REPEATABLE)
+    placed = {p.job_id: p for p in congested.placements}
+    assert placed["slack"].start_s == 0.0
+    assert "nothing waits for heat" in placed["slack"].reason
+    assert any("cannot start every job by its deadline" in n for n in congested.notes)

@@ -3,9 +3,9 @@
 The pipeline, one step each: grid -> demand outlook -> split off jobs no site can
 hold -> job classes (coarsened to a budget of start options) -> problem numbers ->
 CP-SAT, started from the heat-seeking list schedule -> concrete jobs
-earliest-deadline-first -> deadline guard -> holds that buy no heat start now ->
-expected heat. Snapshots too large for the solver's budget are list-scheduled alone (status
-HEURISTIC), on a finer problem.
+earliest-deadline-first -> deadline guard -> holds that buy no heat (in a plan that misses a
+deadline: every hold) start now -> expected heat. Snapshots too large for the solver's budget
+are list-scheduled alone (status HEURISTIC), on a finer problem.
 Pure and deterministic for a snapshot, config and seed; bounded by the solver's time
 limit; always returns a plan (the list schedule, reported as FALLBACK, when the
 solver finds nothing in time). Called by the ``heatshift``/``oracle`` policies.
@@ -266,7 +266,7 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
     placements, guard_notes = greedy.enforce_deadlines(snapshot, placements, next_decision)
     notes += guard_notes
     placements, hold_notes = holds.start_unprofitable_holds(
-        snapshot, placements, grid.starts, demand
+        snapshot, placements, grid.starts, demand, _misses_a_deadline(jobs, placements, grid)
     )
     notes += hold_notes
     heat = checker.expected_heat(snapshot, placements, grid.starts, demand)
@@ -280,6 +280,25 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
         expected_useful_heat_kwh=heat.useful_kwh,
         notes=tuple(notes),
     )
+
+
+def _misses_a_deadline(
+    jobs: Sequence[model.JobRequest],
+    placements: Sequence[model.Placement],
+    grid: planner_grid.Grid,
+) -> bool:
+    """Whether the plan starts some job whose start deadline lies in the horizon after it (or
+    not at all): the fleet is congested."""
+    starts = {p.job_id: p.start_s for p in placements}
+    return any(
+        j.deadline_s < grid.end_s
+        and starts.get(j.id, math.inf) > max(j.deadline_s, grid.now_s) + _LATE_S
+        for j in jobs
+    )
+
+
+_LATE_S = 1e-6
+"""Seconds past its deadline a start counts as late (rounding)."""
 
 
 def _placements(

@@ -5,7 +5,11 @@ that heat better later; but the solver weighs delay so little against heat that,
 site wants all the heat there is, it may hold work for nothing. :func:`start_unprofitable_holds`
 checks each hold against the plan's own outlook (the tank physics of
 :mod:`heatshift.thermal` over the plan's slots and demand): a job starts now, where it has room,
-unless holding it is expected to deliver more useful heat than starting it now. Pure; called by
+unless holding it is expected to deliver more useful heat than starting it now. Where the plan
+cannot start every job by its deadline (a congested fleet), nothing waits for heat: every held
+job that fits starts now, since compute has precedence over heat and work started now frees room
+sooner for what arrives next (measured on overloaded bursty traces: 168 misses over four seeds
+instead of 209, where ``default`` misses 172). Pure; called by
 :mod:`heatshift.planner.heataware` on every plan, after the deadline guard.
 """
 
@@ -114,8 +118,10 @@ def start_unprofitable_holds(
     placements: Sequence[model.Placement],
     slot_starts: Sequence[float],
     demand_kw: Mapping[str, Sequence[float]],
+    congested: bool = False,
 ) -> tuple[list[model.Placement], list[str]]:
-    """``placements`` with every hold that buys no expected heat started now instead.
+    """``placements`` with every hold that buys no expected heat (``congested``: every hold)
+    started now instead.
 
     Held jobs are the pending jobs placed after now, and those released but not placed at
     all; each is tried at its planned site (an unplaced job at a few sites it may use, those
@@ -199,7 +205,10 @@ def start_unprofitable_holds(
                 # the job started now): elsewhere a hold the outlook calls even can still
                 # pay (measured on the built-in week: 122 kWh lost without this test).
                 wanted_all = site_outlook.dumped_kwh <= _BUYS_HEAT_KWH
-                if (
+                if congested:
+                    if best is None:  # the first site it fits at, as a congested fleet would
+                        best = (gain, name, heat)
+                elif (
                     gain >= least
                     and (current is None or wanted_all)
                     and (best is None or gain > best[0] + _BUYS_HEAT_KWH)
@@ -223,14 +232,16 @@ def start_unprofitable_holds(
             ),
         )
         useful[name] = heat
+        why = _CONGESTED if congested else f"holding it is expected to buy no heat at {name}"
         planned[job.id] = model.Placement(
-            job_id=job.id,
-            site=name,
-            start_s=start,
-            reason=f"start now: holding it is expected to buy no heat at {name}",
+            job_id=job.id, site=name, start_s=start, reason=f"start now: {why}"
         )
         moved += 1
     notes = []
     if moved:
-        notes.append(f"{moved} held job(s) started now: holding them was expected to buy no heat")
+        why = _CONGESTED if congested else "holding them was expected to buy no heat"
+        notes.append(f"{moved} held job(s) started now: {why}")
     return list(planned.values()), notes
+
+
+_CONGESTED = "the plan cannot start every job by its deadline, so nothing waits for heat"
