@@ -51,10 +51,10 @@ budget takes), so that results repeat however loaded the machine is."""
 MAX_SIMULATE_PROCESSES = 64
 """``simulate --parallel`` at most (there are only five tasks: four policies and the bound)."""
 _SIMULATION_COST = {"oracle": 0, "heatshift": 1, "greedy": 3, "default": 4}
-_BOUND_COST = 2
 """The order ``--parallel`` starts the tasks in, longest first (on the built-in week: the oracle,
 heatshift, the bound, then the two quick ones), so that no process is left running a long one
 alone at the end."""
+_BOUND_COST = 2  # the bound's place in that order
 MAX_BENCH_REPEATS = 1000
 """``bench planner --repeat`` at most: each run may take the solver's whole time limit."""
 

@@ -216,6 +216,8 @@ def start_unprofitable_holds(
                     best = (gain, name, heat)
             if old is not None:
                 site_outlook.add(job.id, old)
+            if congested and best is not None:
+                break
         if best is None:
             continue
         _, name, heat = best
