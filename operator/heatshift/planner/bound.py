@@ -337,7 +337,7 @@ def useful_heat_bound(
                 for i, amount in enumerate(r.resources.as_tuple()):
                     held[r.site][k][i] += amount * share
 
-    found = _trivial_bound(sites, slot_starts, demand_kw, initial_tank_kwh, jobs, base_joules)
+    found: Bound | None = None  # the last programme's answer, once one was built
     for kept in (True, False) if deadlines else (False,):
         shaped = _shapes(sites, slot_starts, jobs, kept)
         merged = (
@@ -346,7 +346,7 @@ def useful_heat_bound(
             else _size(sites, slot_starts, shaped, merged=False) > max_variables
         )
         if _size(sites, slot_starts, shaped, merged=merged) > max_variables:
-            return found
+            break
         columns = _columns(slot_starts, shaped, merged)
         found = _programme(
             sites, slot_starts, demand_kw, initial_tank_kwh, base_joules, held, columns
@@ -358,7 +358,9 @@ def useful_heat_bound(
             return found
         # Not optimal with deadlines: no schedule meets them all (or the simplex gave up);
         # the programme without them is feasible whatever the fleet.
-    return found
+    if found is not None:
+        return found
+    return _trivial_bound(sites, slot_starts, demand_kw, initial_tank_kwh, jobs, base_joules)
 
 
 def _programme(

@@ -205,10 +205,8 @@ def start_unprofitable_holds(
                 # the job started now): elsewhere a hold the outlook calls even can still
                 # pay (measured on the built-in week: 122 kWh lost without this test).
                 wanted_all = site_outlook.dumped_kwh <= _BUYS_HEAT_KWH
-                if congested:
-                    if best is None:  # the first site it fits at, as a congested fleet would
-                        best = (gain, name, heat)
-                elif (
+                # Congested: the first site it fits at (the loop stops there), heat or not.
+                if congested or (
                     gain >= least
                     and (current is None or wanted_all)
                     and (best is None or gain > best[0] + _BUYS_HEAT_KWH)
