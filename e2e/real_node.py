@@ -27,11 +27,13 @@ runs with a lock).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -532,11 +534,16 @@ state = "{self.node_dir / "state"}"
         network namespaces, volume mounts), while it still runs."""
         if self.kubelet is None or not self.kubelet.running:
             return
+        # Their controllers would recreate the pods (and the drain then never ends): first
+        # the Deployments and ReplicaSets, the pods' owners, then the pods themselves.
+        self.admin.run(
+            "delete", "deployments,replicasets", "--all-namespaces", "--all", "--wait=false",
+            check=False,
+        )  # fmt: skip
         self.admin.run(
             "delete", "pods", "--all-namespaces", "--field-selector", f"spec.nodeName={NODE_NAME}",
             "--grace-period=0", "--force", "--wait=false", check=False,
         )  # fmt: skip
-        # Deployments would recreate them: scale everything on the node away first.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.ctr("tasks", "list", "--quiet", check=False).strip() == "":
@@ -546,6 +553,12 @@ state = "{self.node_dir / "state"}"
     def _clean_up_node(self) -> None:
         # Whatever kubelet did not tear down: containers outlive containerd in their shims.
         subprocess.run(["pkill", "-9", "-f", f"containerd-shim.*{self.node_dir}"], check=False)
+        # A container's processes outlive a killed shim (they are the init process's then):
+        # end whatever is still in the pods' cgroups, which only this node's kubelet makes.
+        for procs in Path("/sys/fs/cgroup/pids/kubepods").glob("**/cgroup.procs"):
+            for pid in procs.read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
         remove_kube_chains()
         mounts = [
             line.split()[1]

@@ -276,14 +276,17 @@ def released_or_explain(
 
 
 def test_killing_the_active_pod_hands_over_and_loses_no_job(pods: harness.Heatshift) -> None:
-    """The acting pod is force-deleted mid-work (no goodbye: its peering record stays until
-    it expires). The other replica, or the Deployment's replacement, takes over; every held
-    Job is released by its start deadline, once, and no Job is lost.
+    """The acting pod is force-deleted mid-work (no grace period: whether Kopf still says
+    goodbye to its peers or its peering record has to expire depends on how fast the kubelet
+    kills it; here the others took over 4 s or 60 s after the kill). The other replica, or
+    the Deployment's replacement, takes over; every held Job is released by its start
+    deadline, once, and no Job is lost.
 
-    For a moment after the kill the webhook's Service may still route to the dead pod (until
-    kube-proxy drops its endpoint): a Job created then is admitted unchanged (failurePolicy
-    Ignore) and runs at once, unmanaged, which is the chart's promise that compute never
-    waits for heatshift. Once a replica acts again the Service holds new Jobs again."""
+    For a moment after the kill the webhook's Service may still route to the dying pod, whose
+    webhook server has stopped (until kube-proxy drops its endpoint): a Job created then is
+    admitted unchanged (failurePolicy Ignore) and runs at once, unmanaged, which is the
+    chart's promise that compute never waits for heatshift (measured: 3 of 4 such Jobs in
+    one run of five)."""
     cluster = pods.cluster
     assert isinstance(cluster, real_node.PodControlPlane)
     since = time.time()
@@ -329,10 +332,6 @@ def test_killing_the_active_pod_hands_over_and_loses_no_job(pods: harness.Heatsh
         obj = pods.kube.get("job", name, NS)
         assert obj["spec"].get("suspend") is not True, obj
         assert annotation(obj, "heatshift.dev/site") is None, obj
-    # The Service reaches a live replica again: a new Job is held, then released.
-    healed, held, _ = create_crash_job(pods, "pods-healed", "30s")
-    assert held, f"{healed} was not held by the webhook after {took_over} took over"
-    released_or_explain(pods, [healed], 30 + harness.PLANNING_TIMEOUT_S)
     # Once each: one applied patch per held Job in the API server's audit of the operator's
     # requests (a 409 is a patch refused because the view was behind: nothing changed), none
     # for a Job admitted unheld.
@@ -347,9 +346,9 @@ def test_killing_the_active_pod_hands_over_and_loses_no_job(pods: harness.Heatsh
         r.uri.split("?")[0].rsplit("/", 1)[1] for r in patches if r.code == 200
     )
     assert {r.code for r in patches} <= {200, 409, 0}, patches
-    assert all(applied[name] == 1 for name in names + later + [healed]), applied
+    assert all(applied[name] == 1 for name in names + later), applied
     assert all(applied[name] == 0 for name in unheld), applied
-    everyone = names + later + unheld + [healed]
+    everyone = names + later + unheld
 
     def one_pod_each() -> bool:
         found = [
