@@ -83,6 +83,14 @@ def pod_log(hs: harness.Heatshift, name: str) -> str:
     return hs.kube.run("logs", "-n", harness.NAMESPACE, name, "--tail=-1", check=False)
 
 
+def log_tails(hs: harness.Heatshift, chars: int) -> dict[str, str]:
+    """The last ``chars`` of each running replica's log, by pod name: what a failure shows."""
+    return {
+        p["metadata"]["name"]: pod_log(hs, p["metadata"]["name"])[-chars:]
+        for p in operator_pods(hs)
+    }
+
+
 def active_pod(hs: harness.Heatshift) -> str | None:
     """The replica acting, by Kopf's rule: of the live peers in the peering object, the one with
     the highest priority (the others pause). None unless every running replica is a live peer.
@@ -109,11 +117,7 @@ def wait_one_acting(hs: harness.Heatshift, timeout_s: float) -> str:
     try:
         return harness.wait_for("one replica acting", lambda: active_pod(hs), timeout_s)
     except harness.HarnessError as err:
-        tails = {
-            p["metadata"]["name"]: pod_log(hs, p["metadata"]["name"])[-1500:]
-            for p in operator_pods(hs)
-        }
-        raise AssertionError(f"{err}; the replicas' logs end:\n{tails}") from err
+        raise AssertionError(f"{err}; the replicas' logs end:\n{log_tails(hs, 1500)}") from err
 
 
 def ready_after_s(pod: harness.Obj) -> float:
@@ -266,12 +270,8 @@ def released_or_explain(
             for n in names
             if n not in jobs or not released(jobs[n])
         }
-        tails = {
-            p["metadata"]["name"]: pod_log(hs, p["metadata"]["name"])[-3000:]
-            for p in operator_pods(hs)
-        }
         raise AssertionError(
-            f"{err}; not released: {waiting}; the replicas' logs end:\n{tails}"
+            f"{err}; not released: {waiting}; the replicas' logs end:\n{log_tails(hs, 3000)}"
         ) from err
 
 
