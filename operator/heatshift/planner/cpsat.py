@@ -344,8 +344,9 @@ def _objective(
     for c, var in zip(deferred_classes, deferred, strict=True):
         variables.append(var)
         weights.append(-p.delay_weight * (p.classes[c].priority + 1) * horizon_h)
+    must_start = [d for d in p.classes if d.must_start_in_horizon]
     variables += late
-    weights += [-p.late_penalty] * len(late)
+    weights += [-(p.overdue_penalty if d.overdue else p.late_penalty) for d in must_start]
     m.maximize(cp_model.LinearExpr.weighted_sum(variables, weights))
 
 

@@ -219,7 +219,9 @@ def enforce_deadlines(
     Whatever the solver or the metering did: a released job whose start deadline falls
     before ``next_decision_s`` and that is not starting now is started now on the
     site with the most heat headroom that has room, if need be by holding back a
-    starting-now job that can still wait. Returns the placements and notes in words.
+    starting-now job that can still wait or is overdue. An overdue job (its deadline has
+    passed) comes after every job that can still start in time and takes room from none.
+    Returns the placements and notes in words.
     """
     by_id = {j.id: j for j in snapshot.pending}
     now = snapshot.now_s
@@ -238,7 +240,7 @@ def enforce_deadlines(
             and j.id not in placed_now
             and fits_somewhere(j, snapshot.sites)
         ),
-        key=lambda j: (j.deadline_s, j.id),
+        key=lambda j: (is_overdue(j, now), j.deadline_s, j.id),
     )
     forced_ids: set[str] = set()
     for job in urgent:
@@ -248,7 +250,9 @@ def enforce_deadlines(
             if job.may_run_at(s.name) and job.resources.fits_within(s.capacity)
         ]
         site = _site_with_room(room, job, allowed)
-        if site is None:
+        if site is None and not is_overdue(job, now):
+            # Only for a deadline that can still be met: an overdue job is late whenever it
+            # starts, so it takes no room from a job that can still start in time.
             site = _make_room(room, job, allowed, starting_now, by_id, next_decision_s)
         if site is None:
             notes.append(f"job {job.id} misses its start deadline: no allowed site has room")
@@ -272,6 +276,14 @@ def enforce_deadlines(
             notes.append(f"{dropped} later start(s) dropped to make room; re-planned next time")
         later = kept
     return starting_now + later, notes
+
+
+def is_overdue(job: model.JobRequest, now_s: float) -> bool:
+    """Whether ``job``'s start deadline has passed: it is late however soon it starts."""
+    return job.deadline_s < now_s - _OVERDUE_EPS_S
+
+
+_OVERDUE_EPS_S = 1e-6
 
 
 def drop_conflicts(
@@ -338,15 +350,21 @@ def _make_room(
     by_id: dict[str, model.JobRequest],
     next_decision_s: float,
 ) -> model.Site | None:
-    """Hold back starting-now jobs with slack left, latest deadline first, to fit ``job``."""
+    """Hold back starting-now jobs to fit ``job``: overdue ones first (late however soon they
+    start), then those with slack left, latest deadline first."""
+    now = room.snapshot.now_s
     for site in allowed:
         movable = sorted(
             (
                 p
                 for p in starting_now
-                if p.site == site.name and by_id[p.job_id].deadline_s >= next_decision_s
+                if p.site == site.name
+                and (
+                    by_id[p.job_id].deadline_s >= next_decision_s
+                    or is_overdue(by_id[p.job_id], now)
+                )
             ),
-            key=lambda p: -by_id[p.job_id].deadline_s,
+            key=lambda p: (not is_overdue(by_id[p.job_id], now), -by_id[p.job_id].deadline_s),
         )
         held: list[model.Placement] = []
         for p in movable:

@@ -1,10 +1,11 @@
 """Heat-seeking list scheduling: the plan the solver starts from and falls back to,
 and on snapshots too large for the solver's budget, the plan itself.
 
-Classes are taken earliest deadline first (those that must start in the horizon
-before those that may wait); each class's jobs go, a batch at a time, to the start
-option that scores best under the solver's own objective weights: heat an offtaker
-still wants in the slots the jobs run, minus the dump cost of the rest, minus delay.
+Classes are taken earliest deadline first (those that can still start in time, then
+overdue ones, then those that may wait past the horizon); each class's jobs go, a batch
+at a time, to the start option that scores best under the solver's own objective
+weights: heat an offtaker still wants in the slots the jobs run, minus the dump cost of
+the rest, minus delay.
 Capacity is respected slot by slot (jobs run in lanes hold one share per lane), so
 the result is always a feasible plan.
 
@@ -54,7 +55,11 @@ def heat_seeking_counts(p: planner_problem.Problem) -> list[int]:
         else []
         for o, run in zip(p.options, runs, strict=True)
     ]
-    order = sorted(by_class, key=lambda c: (not p.classes[c].must_start_in_horizon, c))
+    # Jobs that can still start in time first, then overdue ones, then those that may wait.
+    order = sorted(
+        by_class,
+        key=lambda c: (not p.classes[c].must_start_in_horizon, p.classes[c].overdue, c),
+    )
     for c in order:
         data = p.classes[c]
         units = data.units

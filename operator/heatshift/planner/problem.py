@@ -92,6 +92,7 @@ class ClassData:
     units: tuple[int, int, int]
     priority: int
     must_start_in_horizon: bool  # its deadline lies inside the horizon
+    overdue: bool = False  # its deadline has passed: late whenever it starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ class Problem:
     stored_heat_weight: float  # per kWh left in tanks at the end
     delay_weight: float  # per job-hour, times (priority + 1)
     late_penalty: float  # per job not started by its deadline
+    overdue_penalty: float  # per overdue job not started now
 
 
 # Start slots offered after a class's release slot: dense near now, sparse far out. The
@@ -270,6 +272,7 @@ def build_problem(
                 # A class released after the last slot cannot start here at all: later
                 # plans place it, so it is never counted late now.
                 must_start_in_horizon=jc.deadline_slot < slots and jc.release_slot < slots,
+                overdue=jc.deadline_slot < 0,
             )
         )
         first = jc.release_slot
@@ -348,4 +351,8 @@ def build_problem(
         stored_heat_weight=cfg.stored_heat_weight,
         delay_weight=cfg.delay_weight,
         late_penalty=late_penalty,
+        # An overdue job is late however soon it starts: all of them together weigh less
+        # than one deadline that can still be met, so none takes such a job's room. (Were
+        # that below a job's heat, the plan misses a deadline, so holds starts them now.)
+        overdue_penalty=late_penalty / (1 + sum(c.count for c in classes if c.deadline_slot < 0)),
     )
