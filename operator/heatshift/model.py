@@ -277,6 +277,14 @@ class JobRequest(Frozen):
     def may_run_at(self, site: str) -> bool:
         return self.allowed_sites is None or site in self.allowed_sites
 
+    def is_overdue_at(self, now_s: float) -> bool:
+        """Whether its start deadline has passed at ``now_s``: late however soon it starts."""
+        return self.deadline_s < now_s - _OVERDUE_EPS_S
+
+
+_OVERDUE_EPS_S = 1e-6
+"""Seconds past its deadline a start counts as late (rounding)."""
+
 
 class RunningJob(Frozen):
     """A job already running: it holds resources and makes heat until ``end_s``."""

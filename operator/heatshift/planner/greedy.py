@@ -240,7 +240,7 @@ def enforce_deadlines(
             and j.id not in placed_now
             and fits_somewhere(j, snapshot.sites)
         ),
-        key=lambda j: (is_overdue(j, now), j.deadline_s, j.id),
+        key=lambda j: (j.is_overdue_at(now), j.deadline_s, j.id),
     )
     forced_ids: set[str] = set()
     for job in urgent:
@@ -250,7 +250,7 @@ def enforce_deadlines(
             if job.may_run_at(s.name) and job.resources.fits_within(s.capacity)
         ]
         site = _site_with_room(room, job, allowed)
-        if site is None and not is_overdue(job, now):
+        if site is None and not job.is_overdue_at(now):
             # Only for a deadline that can still be met: an overdue job is late whenever it
             # starts, so it takes no room from a job that can still start in time.
             site = _make_room(room, job, allowed, starting_now, by_id, next_decision_s)
@@ -276,14 +276,6 @@ def enforce_deadlines(
             notes.append(f"{dropped} later start(s) dropped to make room; re-planned next time")
         later = kept
     return starting_now + later, notes
-
-
-def is_overdue(job: model.JobRequest, now_s: float) -> bool:
-    """Whether ``job``'s start deadline has passed: it is late however soon it starts."""
-    return job.deadline_s < now_s - _OVERDUE_EPS_S
-
-
-_OVERDUE_EPS_S = 1e-6
 
 
 def drop_conflicts(
@@ -361,10 +353,10 @@ def _make_room(
                 if p.site == site.name
                 and (
                     by_id[p.job_id].deadline_s >= next_decision_s
-                    or is_overdue(by_id[p.job_id], now)
+                    or by_id[p.job_id].is_overdue_at(now)
                 )
             ),
-            key=lambda p: (not is_overdue(by_id[p.job_id], now), -by_id[p.job_id].deadline_s),
+            key=lambda p: (not by_id[p.job_id].is_overdue_at(now), -by_id[p.job_id].deadline_s),
         )
         held: list[model.Placement] = []
         for p in movable:

@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from heatshift import model, thermal
-from heatshift.planner import greedy
 
 _EPS_S = 1e-6
 _JOULES_PER_KWH = 3.6e6
@@ -159,7 +158,7 @@ def start_unprofitable_holds(
             or (j.id not in planned and j.release_s <= now + _EPS_S)
         ),
         # Jobs that can still start in time before overdue ones, which are late anyway.
-        key=lambda j: (greedy.is_overdue(j, now), j.deadline_s, j.id),
+        key=lambda j: (j.is_overdue_at(now), j.deadline_s, j.id),
     )
     useful = {name: o.useful_kwh() for name, o in outlook.items()}
     wanted = {name: o.wanted_kwh() for name, o in outlook.items()}

@@ -92,7 +92,7 @@ class ClassData:
     units: tuple[int, int, int]
     priority: int
     must_start_in_horizon: bool  # its deadline lies inside the horizon
-    overdue: bool = False  # its deadline has passed: late whenever it starts
+    overdue: bool  # its deadline has passed: late whenever it starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,5 +354,5 @@ def build_problem(
         # An overdue job is late however soon it starts: all of them together weigh less
         # than one deadline that can still be met, so none takes such a job's room. (Were
         # that below a job's heat, the plan misses a deadline, so holds starts them now.)
-        overdue_penalty=late_penalty / (1 + sum(c.count for c in classes if c.deadline_slot < 0)),
+        overdue_penalty=late_penalty / (1 + sum(d.count for d in class_data if d.overdue)),
     )
