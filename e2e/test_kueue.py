@@ -92,8 +92,11 @@ def kueue(heatshift: harness.Heatshift) -> Iterator[harness.Heatshift]:
     """Kueue and JobSet running, the chart upgraded with ``kueue.enabled`` (RBAC, the
     AdmissionCheck) and the operator restarted with ``--kueue``; all undone afterwards."""
     cluster = heatshift.cluster
-    if not isinstance(cluster, harness.LocalControlPlane):
-        pytest.skip("the Kueue scenarios run on the local control plane")
+    if cluster.in_cluster_operator or not isinstance(cluster, harness.LocalControlPlane):
+        pytest.skip(
+            "the Kueue scenarios restart the local operator with --kueue; with the chart's pods, "
+            "test_pods.py installs Kueue from its chart instead"
+        )
     stack = kueue_stack.KueueStack(cluster)
     # The plain scenarios' Jobs run ten minutes on the sites; the check counts them (as it
     # should), so clear them for the placements these scenarios expect.
@@ -149,6 +152,7 @@ def pod_template(cpu: str, runtime: str) -> Obj:
                     "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}},
                 }
             ],
+            "tolerations": [harness.VIRTUAL_NODE_TOLERATION],
         },
     }
 

@@ -18,6 +18,7 @@ import collections
 import datetime
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -63,12 +64,6 @@ def pods() -> Iterator[harness.Heatshift]:
         finally:
             deployment.stop()
             cluster.stop()
-
-
-def on_a_site(obj: harness.Obj) -> harness.Obj:
-    """``obj`` (a Job) able to run on the simulated sites, which are tainted here."""
-    obj["spec"]["template"]["spec"]["tolerations"] = [real_node.VIRTUAL_NODE_TOLERATION]
-    return obj
 
 
 def operator_pods(hs: harness.Heatshift) -> list[harness.Obj]:
@@ -175,9 +170,7 @@ def test_the_webhook_holds_jobs_through_its_service(pods: harness.Heatshift) -> 
     config = pods.kube.get("mutatingwebhookconfiguration", "heatshift")
     for hook in config["webhooks"]:
         assert "service" in hook["clientConfig"], hook["clientConfig"]
-    created = create(
-        pods, on_a_site(job("pods-held", annotations={"heatshift.dev/max-delay": "0s"}))
-    )
+    created = create(pods, job("pods-held", annotations={"heatshift.dev/max-delay": "0s"}))
     assert created["spec"]["suspend"] is True, "the webhook did not hold the Job"
     name = created["metadata"]["name"]
     (done,) = wait_released(pods, [name], harness.PLANNING_TIMEOUT_S).values()
@@ -249,7 +242,7 @@ def test_kubectl_logs_show_the_cycle_lines_not_the_probes(pods: harness.Heatshif
 def create_crash_job(hs: harness.Heatshift, prefix: str, max_delay: str) -> tuple[str, bool, float]:
     """A Job on a site: its name, whether the webhook held it at creation, how long that took."""
     asked = time.monotonic()
-    created = create(hs, on_a_site(job(prefix, annotations={"heatshift.dev/max-delay": max_delay})))
+    created = create(hs, job(prefix, annotations={"heatshift.dev/max-delay": max_delay}))
     held = created["spec"].get("suspend") is True
     return str(created["metadata"]["name"]), held, time.monotonic() - asked
 
@@ -365,6 +358,93 @@ def test_killing_the_active_pod_hands_over_and_loses_no_job(pods: harness.Heatsh
     pods.wait_rolled_out()
 
 
+def rolled_out(hs: harness.Heatshift) -> bool:
+    """Whether every replica of the chart's Deployment is updated and Ready, now."""
+    out = hs.kube.run(
+        "rollout", "status", f"deployment/{harness.RELEASE}", "-n", harness.NAMESPACE,
+        "--watch=false",
+    )  # fmt: skip
+    return "successfully rolled out" in out
+
+
+def admitted_held(hs: harness.Heatshift) -> bool:
+    """Whether the webhook holds a Job created now: a server-side dry run, which admits it
+    through the webhooks as a create would and stores nothing."""
+    out = hs.kube.run(
+        "create", "--dry-run=server", "-o", "json", "-f", "-",
+        stdin=json.dumps(job("pods-probe", annotations={"heatshift.dev/max-delay": "1m"})),
+    )  # fmt: skip
+    return json.loads(out)["spec"].get("suspend") is True
+
+
+def test_a_rolling_restart_holds_every_job_created_during_it(pods: harness.Heatshift) -> None:
+    """``kubectl rollout restart``, as every upgrade does: each replica in turn is sent
+    SIGTERM. A Job created at any moment of it is held (the Service stops routing the webhook
+    to a replica before that replica stops serving: the chart's preStop pause), then released
+    once by its deadline. Three threads probe the webhook with dry-run creates as fast as
+    kubectl goes, the main one creates a real Job a second."""
+    cluster = pods.cluster
+    assert isinstance(cluster, real_node.PodControlPlane)
+    wait_one_acting(pods, 60)
+    since = time.time()
+    pods.kube.run(
+        "rollout", "restart", f"deployment/{harness.RELEASE}", "-n", harness.NAMESPACE
+    )  # fmt: skip
+    started = time.monotonic()
+    created: list[tuple[str, bool]] = []
+    probes: list[bool] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            probes.append(admitted_held(pods))
+
+    threads = [threading.Thread(target=probe, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    done_at: float | None = None
+    try:
+        # From the restart until 10 s after the rollout is complete.
+        while done_at is None or time.monotonic() - done_at < 10:
+            assert time.monotonic() - started < 300, "the rollout did not complete in 5 min"
+            annotations = {"heatshift.dev/max-delay": "1m"}
+            made = create(pods, job("pods-rollout", runtime="1m", annotations=annotations))
+            created.append((str(made["metadata"]["name"]), made["spec"].get("suspend") is True))
+            if done_at is None and rolled_out(pods):
+                done_at = time.monotonic()
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    unheld = [name for name, held in created if not held]
+    print(
+        f"\nrolling restart took {done_at - started:.0f} s; {len(created)} Jobs created and "
+        f"{len(probes)} dry-run admissions during it: {len(unheld)} and "
+        f"{probes.count(False)} admitted unheld",
+        file=sys.stderr,
+    )
+    assert not unheld, f"admitted unheld during the rollout: {unheld}"
+    assert all(probes), f"{probes.count(False)} of {len(probes)} dry-run admissions unheld"
+    names = [name for name, _ in created]
+    jobs = released_or_explain(pods, names, 60 + PEERING_LIFETIME_S + 60)
+    for name, obj in jobs.items():
+        waited = parse_time(str(annotation(obj, "heatshift.dev/released-at"))) - parse_time(
+            obj["metadata"]["creationTimestamp"]
+        )
+        # A graceful handover: Kopf says goodbye, so nothing waits for a record to expire.
+        assert waited <= datetime.timedelta(seconds=60 + 15), (name, waited)
+    applied = collections.Counter(
+        r.uri.split("?")[0].rsplit("/", 1)[1]
+        for r in harness.audited(cluster.audit_log)
+        if r.at_s >= since
+        and r.verb == "patch"
+        and r.code == 200
+        and r.uri.startswith(f"/apis/batch/v1/namespaces/{NS}/jobs/")
+    )
+    assert all(applied[name] == 1 for name in names), applied
+
+
 def test_the_operator_stays_well_under_its_memory_limit(pods: harness.Heatshift) -> None:
     """Peak RSS of each replica's process, against the chart's default memory limit."""
     cluster = pods.cluster
@@ -403,7 +483,7 @@ def kueue(pods: harness.Heatshift) -> kueue_stack.KueueChart:
 def queued_job(prefix: str, **kwargs: Any) -> harness.Obj:
     """A Job for the heat queue as a user submits it: not suspended (Kueue's webhook does
     that), able to run on the simulated sites."""
-    obj = on_a_site(test_kueue.kueue_job(prefix, **kwargs))
+    obj = test_kueue.kueue_job(prefix, **kwargs)
     del obj["spec"]["suspend"]
     return obj
 

@@ -55,6 +55,7 @@ def job(
                         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
                     }
                 ],
+                "tolerations": [harness.VIRTUAL_NODE_TOLERATION],
             },
         },
     }
@@ -576,7 +577,10 @@ def test_a_standby_replica_serving_the_webhook_still_holds_new_work(
     """The Service sends admissions to every replica; a standby's watches are paused by peering,
     so it must hold from the API server, not from its empty or frozen indexes."""
     if heatshift.cluster.in_cluster_operator:
-        pytest.skip("picks which local replica serves the webhook: the primary")
+        pytest.skip(
+            "picks which local replica serves the webhook; the chart's pods' Service spreads "
+            "every scenario's admissions over both replicas, the standby's too"
+        )
     webhook_replica = heatshift.operators[0]
     # A replica that outranks every other one acts; the one serving the webhook pauses.
     acting = heatshift.start_operator(primary=False, extra_args=["--priority", str(2**40)])

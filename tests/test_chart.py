@@ -215,6 +215,19 @@ def test_pods_are_locked_down() -> None:
     assert spec["serviceAccountName"] == "heatshift"
 
 
+def test_a_stopping_replica_keeps_serving_until_the_service_forgets_it() -> None:
+    """A preStop pause: while it lasts the pod is Terminating, its endpoint leaves the webhook's
+    Service, and the webhook still answers; only then does the operator get SIGTERM. Without
+    it a Job created in that moment is admitted unheld (failurePolicy Ignore)."""
+    spec = only(default_render(), "Deployment")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    # The pause and Kopf's own shutdown fit in the grace period (the default 30 s).
+    assert spec.get("terminationGracePeriodSeconds", 30) >= 5 + 10
+    off = only(render({"preStopSleepSeconds": 0}), "Deployment")["spec"]["template"]["spec"]
+    assert "lifecycle" not in off["containers"][0]
+
+
 def test_cluster_role_grants_exactly_what_the_operator_calls() -> None:
     role = only(default_render(), "ClusterRole")
     assert rules(role) == CLUSTER_RULES
@@ -571,6 +584,7 @@ def test_metering_token_secret_and_service_monitor() -> None:
             id="metrics-port",
         ),
         pytest.param({"watchNamespaces": ["Not A Namespace"]}, "watchNamespaces", id="namespace"),
+        pytest.param({"preStopSleepSeconds": 30}, "preStopSleepSeconds", id="pre-stop-too-long"),
         pytest.param(
             {"metering": {"tokenSecret": {"create": True, "name": "t", "token": ""}}},
             "metering.tokenSecret.token is required",

@@ -376,3 +376,17 @@ async def test_a_token_the_server_refuses_says_who_and_sends_nothing_anonymous(
             await session.api.get("/api/v1/nodes")
     # Renewed once (a static token stays the same), never without it.
     assert server.tokens == ["wrong", "wrong"]
+
+
+def test_metering_sim_cluster_load_logs_in_the_default_way(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--cluster-load`` (the reference meter as a pod, on its service account) logs in as
+    every command does without flags: here $KUBECONFIG, whose absence is said at once."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    assert cli.main(["metering-sim", "--port", "0", "--cluster-load"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert _one_line(err) == (
+        "heatshift metering-sim: cannot log in: none of the files in KUBECONFIG exists: "
+        f"{tmp_path}/absent"
+    )

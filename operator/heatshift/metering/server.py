@@ -772,6 +772,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "load is kept while the API fails). Without --kubeconfig or --context, sites draw idle "
         "power unless set through /v1/admin/load. ",
     )
+    parser.add_argument(
+        "--cluster-load",
+        action="store_true",
+        help="read each site's IT load from the cluster, as --kubeconfig does, logging in the "
+        "default way: in a pod its service account (it needs get, list and watch on nodes, "
+        "pods, jobs and leafsites), else $KUBECONFIG or ~/.kube/config",
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -786,7 +793,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         sys.stderr.write(f"heatshift metering-sim: {err}\n")
         return 2
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    from_cluster = args.kubeconfig is not None or args.context is not None
+    from_cluster = args.cluster_load or args.kubeconfig is not None or args.context is not None
     server_url = ""
 
     def announce(server: MeteringServer) -> None:
