@@ -1115,8 +1115,8 @@ class Heatshift:
 
         False when there is no ``prometheus`` on the PATH (or on kind, where nothing runs
         beside the cluster); the scenario that needs it then says so. With the chart's pods it
-        listens where they reach it (the bridge's address) and finds them through the API
-        server, as a cluster's Prometheus does: they change address when replaced.
+        listens where they reach it (the bridge's address) and scrapes them at the addresses
+        the API server gives them (:meth:`_operator_targets`).
         """
         binary = shutil.which("prometheus")
         cluster = self.cluster
