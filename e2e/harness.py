@@ -398,13 +398,15 @@ class Kube:
 
     kubeconfig: Path
 
-    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout_s: float = 60
+    ) -> str:
         result = subprocess.run(
             [tool("kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
             input=stdin,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout_s,
             check=False,
         )
         if check and result.returncode != 0:

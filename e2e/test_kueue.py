@@ -100,9 +100,13 @@ def kueue(heatshift: harness.Heatshift) -> Iterator[harness.Heatshift]:
     stack = kueue_stack.KueueStack(cluster)
     # The plain scenarios' Jobs run ten minutes on the sites; the check counts them (as it
     # should), so clear them for the placements these scenarios expect.
+    # Foreground: until their pods are gone too, which waits for the Job controller to drop
+    # the pods' tracking finalizers; after the API server restart of test_view.py it backs
+    # off, and once took more than a minute (CI on a fresh clone).
     heatshift.kube.run(
-        "delete", "jobs", "--all", "-n", PLAIN_NS, "--cascade=foreground", "--wait=true"
-    )
+        "delete", "jobs", "--all", "-n", PLAIN_NS, "--cascade=foreground", "--wait=true",
+        "--timeout=4m", timeout_s=300,
+    )  # fmt: skip
     try:
         stack.start()
         enable_in_chart(heatshift)
