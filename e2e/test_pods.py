@@ -28,7 +28,16 @@ import kueue_stack
 import pytest
 import real_node
 import yaml
-from test_scenarios import NS, annotation, create, job, parse_time, released, wait_released
+from test_scenarios import (
+    NS,
+    annotation,
+    create,
+    job,
+    parse_time,
+    released,
+    wait_released,
+    waited_for_release,
+)
 
 import test_kueue
 
@@ -311,9 +320,7 @@ def test_killing_the_active_pod_hands_over_and_loses_no_job(pods: harness.Heatsh
     assert took_over != acting
     for name, obj in jobs.items():
         assert obj["spec"]["suspend"] is False and released(obj)
-        waited = parse_time(str(annotation(obj, "heatshift.dev/released-at"))) - parse_time(
-            obj["metadata"]["creationTimestamp"]
-        )
+        waited = waited_for_release(obj)
         # The kill costs at most the peering's lifetime beyond the hint: that is the promise.
         allowed = 120 if name in names else 30
         assert waited <= datetime.timedelta(seconds=allowed + PEERING_LIFETIME_S + 15), (
@@ -328,16 +335,8 @@ def test_killing_the_active_pod_hands_over_and_loses_no_job(pods: harness.Heatsh
     # Once each: one applied patch per held Job in the API server's audit of the operator's
     # requests (a 409 is a patch refused because the view was behind: nothing changed), none
     # for a Job admitted unheld.
-    patches = [
-        r
-        for r in harness.audited(cluster.audit_log)
-        if r.at_s >= since
-        and r.verb == "patch"
-        and r.uri.startswith(f"/apis/batch/v1/namespaces/{NS}/jobs/")
-    ]
-    applied = collections.Counter(
-        r.uri.split("?")[0].rsplit("/", 1)[1] for r in patches if r.code == 200
-    )
+    patches = harness.job_patches(cluster.audit_log, NS, since)
+    applied = harness.applied_per_job(patches)
     assert {r.code for r in patches} <= {200, 409, 0}, patches
     assert all(applied[name] == 1 for name in names + later), applied
     assert all(applied[name] == 0 for name in unheld), applied
@@ -358,23 +357,11 @@ def test_killing_the_active_pod_hands_over_and_loses_no_job(pods: harness.Heatsh
     pods.wait_rolled_out()
 
 
-def rolled_out(hs: harness.Heatshift) -> bool:
-    """Whether every replica of the chart's Deployment is updated and Ready, now."""
-    out = hs.kube.run(
-        "rollout", "status", f"deployment/{harness.RELEASE}", "-n", harness.NAMESPACE,
-        "--watch=false",
-    )  # fmt: skip
-    return "successfully rolled out" in out
-
-
 def admitted_held(hs: harness.Heatshift) -> bool:
     """Whether the webhook holds a Job created now: a server-side dry run, which admits it
     through the webhooks as a create would and stores nothing."""
-    out = hs.kube.run(
-        "create", "--dry-run=server", "-o", "json", "-f", "-",
-        stdin=json.dumps(job("pods-probe", annotations={"heatshift.dev/max-delay": "1m"})),
-    )  # fmt: skip
-    return json.loads(out)["spec"].get("suspend") is True
+    probe = job("pods-probe", annotations={"heatshift.dev/max-delay": "1m"})
+    return create(hs, probe, dry_run=True)["spec"].get("suspend") is True
 
 
 def test_a_rolling_restart_holds_every_job_created_during_it(pods: harness.Heatshift) -> None:
@@ -410,7 +397,7 @@ def test_a_rolling_restart_holds_every_job_created_during_it(pods: harness.Heats
             annotations = {"heatshift.dev/max-delay": "1m"}
             made = create(pods, job("pods-rollout", runtime="1m", annotations=annotations))
             created.append((str(made["metadata"]["name"]), made["spec"].get("suspend") is True))
-            if done_at is None and rolled_out(pods):
+            if done_at is None and pods.rolled_out():
                 done_at = time.monotonic()
             time.sleep(1.0)
     finally:
@@ -429,19 +416,10 @@ def test_a_rolling_restart_holds_every_job_created_during_it(pods: harness.Heats
     names = [name for name, _ in created]
     jobs = released_or_explain(pods, names, 60 + PEERING_LIFETIME_S + 60)
     for name, obj in jobs.items():
-        waited = parse_time(str(annotation(obj, "heatshift.dev/released-at"))) - parse_time(
-            obj["metadata"]["creationTimestamp"]
-        )
+        waited = waited_for_release(obj)
         # A graceful handover: Kopf says goodbye, so nothing waits for a record to expire.
         assert waited <= datetime.timedelta(seconds=60 + 15), (name, waited)
-    applied = collections.Counter(
-        r.uri.split("?")[0].rsplit("/", 1)[1]
-        for r in harness.audited(cluster.audit_log)
-        if r.at_s >= since
-        and r.verb == "patch"
-        and r.code == 200
-        and r.uri.startswith(f"/apis/batch/v1/namespaces/{NS}/jobs/")
-    )
+    applied = harness.applied_per_job(harness.job_patches(cluster.audit_log, NS, since))
     assert all(applied[name] == 1 for name in names), applied
 
 

@@ -99,15 +99,8 @@ def test_a_watch_broken_mid_run_loses_no_release_and_duplicates_none(
     after = [held("mend") for _ in range(4)]
 
     wait_released(heatshift, before + after, 30 + 2 * harness.PLANNING_TIMEOUT_S)
-    operator = _requests_since(heatshift, since)
-    job_patches = [
-        r
-        for r in operator
-        if r.verb == "patch" and r.uri.startswith(f"/apis/batch/v1/namespaces/{NS}/jobs/")
-    ]
-    patched = collections.Counter(
-        r.uri.split("?")[0].rsplit("/", 1)[1] for r in job_patches if r.code == 200
-    )
+    job_patches = harness.job_patches(cluster.audit_log, NS, since)
+    patched = harness.applied_per_job(job_patches)
     # A release patches from the view; where the break left the view behind the Job, the
     # server refused it (409: the precondition on resourceVersion) and the Job was read and
     # patched again. Nothing else may have been refused, and nothing applied twice.

@@ -142,6 +142,26 @@ async def test_an_invalid_leafsite_is_left_out_logged_once_and_the_others_still_
     assert [r.getMessage() for r in caplog.records] == [f"cluster load: {found.problems[0]}"]
 
 
+@pytest.mark.asyncio
+async def test_what_the_load_is_read_from_is_logged_when_it_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = cluster(running_pod("a", "p1", cpu="1"), running_pod("elsewhere", "other-node"))
+    assert (await cluster_load.read_site_watts(api)).pods == 2  # on a LeafSite's node or not
+    load = cluster_load.ClusterLoad(api, scenario_sites(), refresh_s=0.0)
+    with caplog.at_level(logging.INFO, logger="heatshift.kube.cluster_load"):
+        for _ in range(3):
+            await load.it_power_watts("pool")
+        store(api, running_pod("b", "p2", cpu="2"))
+        await load.it_power_watts("pool")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cluster load: 2 pods drawing power, 2 LeafSites read, {2 * IDLE_W + PER_CPU_W:.0f} W "
+        "in all",
+        f"cluster load: 3 pods drawing power, 2 LeafSites read, "
+        f"{2 * IDLE_W + 3 * PER_CPU_W:.0f} W in all",
+    ]
+
+
 def scenario_sites() -> Any:
     return tiny_scenario().sites  # pool and flats, idle 300 W in the scenario
 

@@ -376,9 +376,14 @@ def test_heatshift_metering_sim_serves_until_sigterm() -> None:
         watchdog.start()
         try:
             assert process.stderr is not None
-            line = process.stderr.readline()
-            match = re.search(r"at (http://127\.0\.0\.1:\d+) ", line)
-            assert match, line
+            # The announcement, after any log lines before it.
+            seen: list[str] = []
+            while len(seen) < 20:
+                seen.append(process.stderr.readline())
+                if not seen[-1] or seen[-1].startswith("metering-sim: serving"):
+                    break
+            match = re.search(r"at (http://127\.0\.0\.1:\d+) ", seen[-1])
+            assert match, seen
             sites = httpx.get(f"{match[1]}/v1/sites", timeout=TIMEOUT_S).json()["sites"]
             assert len(sites) == 6  # the built-in winter week
             process.send_signal(signal.SIGTERM)

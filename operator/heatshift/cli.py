@@ -274,6 +274,13 @@ def configure_logging(level: str | int) -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, int(numeric)))
 
 
+def _metering_sim(args: argparse.Namespace) -> int:
+    """``heatshift metering-sim``, logging what it decides (loads set, the cluster's load as
+    read) at INFO, without a line per request."""
+    configure_logging(logging.INFO)
+    return metering_server.run_from_args(args)
+
+
 def _run(args: argparse.Namespace) -> int:
     """``heatshift run``: start the operator; returns when interrupted."""
     from heatshift import handlers
@@ -601,7 +608,7 @@ def _add_metering_sim(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "injectable through /v1/admin/faults. Runs until interrupted.",
     )
     metering_server.add_arguments(p)
-    p.set_defaults(handler=metering_server.run_from_args)
+    p.set_defaults(handler=_metering_sim)
 
 
 def _add_cluster_arguments(p: argparse.ArgumentParser, verb: str) -> None:

@@ -109,6 +109,8 @@ class SiteWatts:
     """IT power by LeafSite name, W."""
     problems: tuple[str, ...] = ()
     """LeafSites left out, and why, in words."""
+    pods: int = 0
+    """Pods found drawing power on some node, whether or not a LeafSite selects it."""
 
 
 def site_watts(
@@ -148,7 +150,8 @@ def site_watts(
             if all(node.labels.get(k) == v for k, v in selector.items()):
                 total += sum(_pod_watts(p, o, site) for p, o in on_node.get(node.name, ()))
         watts[site.name] = total
-    return SiteWatts(watts=watts, problems=tuple(problems))
+    pods_drawing = sum(len(on) for on in on_node.values())
+    return SiteWatts(watts=watts, problems=tuple(problems), pods=pods_drawing)
 
 
 async def read_site_watts(api: client.KubeApi) -> SiteWatts:
@@ -197,6 +200,7 @@ class ClusterLoad:
         self._unmatched: set[str] = set()
         self._reported: set[str] = set()  # problems already logged: each once, not per read
         self._failing: str | None = None
+        self._last_seen: tuple[int, int, int] | None = None  # what the last read logged
 
     async def it_power_watts(self, site: str) -> float:
         await self.refresh()
@@ -221,6 +225,16 @@ class ClusterLoad:
             if self._failing is not None:
                 log.info("cluster load readable again")
                 self._failing = None
+            seen = (found.pods, len(found.watts), len(self._idle))
+            if seen != self._last_seen:
+                # Said when it changes, not every read: what the tanks are heated from.
+                self._last_seen = seen
+                log.info(
+                    "cluster load: %d pods drawing power, %d LeafSites read, %.0f W in all",
+                    found.pods,
+                    len(found.watts),
+                    sum(found.watts.values()),
+                )
             for problem in found.problems:
                 if problem not in self._reported:
                     self._reported.add(problem)
