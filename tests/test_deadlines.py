@@ -7,7 +7,7 @@ The regression case of the issue: a burst of long 4-GPU jobs with no slack (and 
 from __future__ import annotations
 
 from heatshift import model
-from heatshift.planner import classes, greedy, grid, heataware, policies
+from heatshift.planner import checker, classes, greedy, grid, heataware, policies
 from heatshift.planner.config import PlannerConfig
 from heatshift.sim import engine
 
@@ -173,3 +173,52 @@ def test_on_a_bursty_trace_that_fills_the_fleet_heatshift_misses_no_more_than_de
         for name in ("default", "heatshift")
     }
     assert misses["heatshift"] <= misses["default"], misses
+
+
+def _gpus_busy_until(end_s: float) -> tuple[model.Site, model.RunningJob]:
+    """An 8-GPU site whose GPUs are all held by a running job until ``end_s``."""
+    site = builders.site("a", gpu=8, cpu=64, memory_gib=256)
+    busy = model.RunningJob(
+        id="busy",
+        site="a",
+        resources=model.Resources(cpu=32, memory_gib=128, gpu=8),
+        power_watts=4000,
+        end_s=end_s,
+    )
+    return site, busy
+
+
+def test_a_job_with_no_room_in_time_is_planned_at_the_first_late_start_with_room() -> None:
+    # The site's 8 GPUs are busy until 3:00; a 4-GPU job must start by 1:00. It cannot, but it
+    # still runs in the horizon: the plan says when (once the GPUs free up) and why, rather
+    # than leaving it out. A second job that fits in time is untouched.
+    site, busy = _gpus_busy_until(3 * HOUR)
+    late = _job("late", 4, 2.0, 0.0, 1.0)
+    cpu_only = model.JobRequest(
+        id="cpu", resources=model.Resources(cpu=8, memory_gib=32), duration_s=HOUR, release_s=0.0,
+        deadline_s=0.5 * HOUR,
+    )  # fmt: skip
+    snap = builders.snapshot(
+        [site], [builders.state("a", demand_kw=10)], [late, cpu_only], running=[busy]
+    )
+    plan = heataware.plan(snap, REPEATABLE)
+    starts = {p.job_id: p for p in plan.placements}
+    assert 3 * HOUR <= starts["late"].start_s <= 4 * HOUR, starts["late"]
+    assert "after its start deadline" in starts["late"].reason
+    assert starts["cpu"].start_s <= 0.5 * HOUR
+    violations = checker.check_plan(snap, plan)
+    assert [(v.kind, v.job_id) for v in violations] == [("late", "late")]
+    assert "1 job(s) planned to start after their start deadline" in " ".join(plan.notes)
+
+
+def test_an_overdue_job_with_no_room_now_is_planned_where_room_frees_up() -> None:
+    # Overdue since before now: it used to be offered the slot it is released in only.
+    site, busy = _gpus_busy_until(2 * HOUR)
+    overdue = _job("overdue", 2, 1.0, 0.0, 0.5)
+    snap = builders.snapshot(
+        [site], [builders.state("a", demand_kw=10)], [overdue], running=[busy], now_s=HOUR
+    )
+    plan = heataware.plan(snap, REPEATABLE)
+    (placement,) = plan.placements
+    assert 2 * HOUR <= placement.start_s <= 3 * HOUR, placement
+    assert not [v for v in checker.check_plan(snap, plan) if v.kind != "late"]

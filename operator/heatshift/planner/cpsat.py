@@ -147,8 +147,12 @@ def _running(
             sum(hint[i] * w for i, w in zip(ids, weights, strict=True)),
         )
 
+    # Terms a direct sum would take: per slot, the options started in its window (prefix sums).
+    started_before = [0]
+    for k in slots:
+        started_before.append(started_before[-1] + len(by_slot.get(k, ())))
     direct_terms = sum(
-        len(by_slot.get(j, ())) for k in slots for j in range(bucket.window_start[k], k + 1)
+        started_before[k + 1] - started_before[bucket.window_start[k]] for k in slots
     )
     if direct_terms <= 3 * sum(len(v) for v in by_slot.values()):
         terms: list[_Terms] = []

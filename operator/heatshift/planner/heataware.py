@@ -261,7 +261,8 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
             f"snapshot needs {last_solver} start options, over the solver's "
             f"budget of {cfg.max_start_variables}"
         )
-    placements = _placements(snapshot, grid, classes, problem, counts, demand)
+    late = planner_hint.late_counts(problem, counts)
+    placements = _placements(snapshot, grid, classes, problem, counts, late, demand)
 
     placements, guard_notes = greedy.enforce_deadlines(snapshot, placements, next_decision)
     notes += guard_notes
@@ -269,6 +270,13 @@ def plan(snapshot: model.Snapshot, cfg: planner_config.PlannerConfig) -> model.P
         snapshot, placements, grid.starts, demand, _misses_a_deadline(jobs, placements, grid)
     )
     notes += hold_notes
+    by_id = {j.id: j for j in snapshot.pending}
+    late_starts = sum(1 for p in placements if p.start_s > by_id[p.job_id].deadline_s + _LATE_S)
+    if late_starts:
+        notes.append(
+            f"{late_starts} job(s) planned to start after their start deadline: no site they may "
+            "use has room for them in time"
+        )
     heat = checker.expected_heat(snapshot, placements, grid.starts, demand)
     return model.Plan(
         now_s=now,
@@ -307,10 +315,13 @@ def _placements(
     classes: list[job_classes.JobClass],
     problem: planner_problem.Problem,
     counts: Sequence[int],
+    late: Sequence[int],
     demand: dict[str, list[float]],
 ) -> list[model.Placement]:
     starts: dict[int, list[tuple[float, str]]] = defaultdict(list)
-    for option, count in zip(problem.options, counts, strict=True):
+    chosen = [*zip(problem.options, counts, strict=True)]
+    chosen += zip(problem.late_options, late, strict=True)
+    for option, count in chosen:
         if count:
             site = problem.sites[option.site].name
             duration_s = problem.buckets[option.bucket].duration_s
@@ -325,6 +336,8 @@ def _placements(
             # An arrival that cannot wait is planned in the slot it arrives in, at its release.
             start_s = max(slot_start_s, job.release_s)
             when = "now" if start_s <= grid.now_s else "later"
+            if start_s > job.deadline_s + _LATE_S:
+                when += ", after its start deadline (no room for it in time)"
             out.append(
                 model.Placement(
                     job_id=job.id,

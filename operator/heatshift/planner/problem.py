@@ -102,6 +102,10 @@ class Problem:
     sites: tuple[SiteSlots, ...]
     buckets: tuple[Bucket, ...]
     options: tuple[StartOption, ...]
+    late_options: tuple[StartOption, ...]
+    """Starts after a class's start deadline, still in the horizon: only for jobs no option in
+    time has room for (:func:`heatshift.planner.hint.late_counts`), never offered to the
+    solver, whose late count covers them."""
     binding: tuple[tuple[bool, bool, bool], ...]  # per site: may cpu/memory/gpu run out?
     useful_heat_weight: float  # per kWh
     dumped_heat_weight: float  # per kWh
@@ -260,6 +264,7 @@ def build_problem(
 
     class_data: list[ClassData] = []
     options: list[StartOption] = []
+    late_options: list[StartOption] = []
     demand_units = [[0, 0, 0] for _ in sites]  # most each site could be asked for
     max_job_heat_wh = 1.0
     for jc in classes:
@@ -296,6 +301,14 @@ def build_problem(
             (k, lanes_in_slot(grid, k, bucket.duration_s, jc.deadline_slot, jc.count))
             for k in start_slots(first, last, slot_stride)
         ]
+        # A job that must start in the horizon but finds no room in time starts late, at the
+        # first of these with room, rather than not at all (one job per lane: it is late).
+        first_late = max(first, jc.deadline_slot) + 1
+        late_chances = (
+            [(k, 1) for k in start_slots(first_late, slots - 1, slot_stride)]
+            if jc.deadline_slot < slots and first_late < slots
+            else []
+        )
         needs = [(r, units[r]) for r in range(3) if units[r]]
         delay_hours = [(grid.starts[k] - grid.now_s) / 3600.0 for k in range(slots)]
         for i in candidates:
@@ -306,7 +319,9 @@ def build_problem(
             watts = site.job_watts(jc.resources, jc.power_watts)
             true_ws = watts * jc.mean_duration_s
             max_job_heat_wh = max(max_job_heat_wh, site.heat_recovery_efficiency * true_ws / 3600)
-            for k, per_lane in chances:
+            for k, per_lane, into in [(k, n, options) for k, n in chances] + [
+                (k, n, late_options) for k, n in late_chances
+            ]:
                 bound = jc.count
                 for r, need in needs:
                     bound = min(bound, per_lane * (max(free[k][r], 0) // need))
@@ -316,7 +331,7 @@ def build_problem(
                 # the energy it is credited with equals its expected energy.
                 counted_s = bucket.counted_seconds[k]
                 scale = min(true_ws / (watts * counted_s), 1.0) if watts and counted_s else 1.0
-                options.append(
+                into.append(
                     StartOption(
                         job_class=jc.index,
                         site=i,
@@ -345,6 +360,7 @@ def build_problem(
         sites=tuple(site_slots),
         buckets=buckets,
         options=tuple(options),
+        late_options=tuple(late_options),
         binding=binding,  # type: ignore[arg-type]
         useful_heat_weight=cfg.useful_heat_weight,
         dumped_heat_weight=cfg.dumped_heat_weight,
