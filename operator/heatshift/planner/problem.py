@@ -302,10 +302,11 @@ def build_problem(
             for k in start_slots(first, last, slot_stride)
         ]
         # A job that must start in the horizon but finds no room in time starts late, at the
-        # first of these with room, rather than not at all (one job per lane: it is late).
+        # best of these with room, rather than not at all (one job per lane: it is late). Only
+        # such jobs are placed here, so every offset is offered, however thinned the rest.
         first_late = max(first, jc.deadline_slot) + 1
         late_chances = (
-            [(k, 1) for k in start_slots(first_late, slots - 1, slot_stride)]
+            [(k, 1) for k in start_slots(first_late, slots - 1, 1)]
             if jc.deadline_slot < slots and first_late < slots
             else []
         )
