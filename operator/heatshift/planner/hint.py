@@ -55,10 +55,10 @@ def late_counts(p: planner_problem.Problem, counts: Sequence[int]) -> list[int]:
     by ``counts``. A late job still runs in the horizon, rather than never in this plan."""
     fleet = _Fleet(p)
     placed = [0] * len(p.classes)
-    for i, (o, n) in enumerate(zip(p.options, counts, strict=True)):
+    for o, n in zip(p.options, counts, strict=True):
         if n:
             placed[o.job_class] += n
-            fleet.take(p.options[i], n, 0)
+            fleet.take(o, n, 0, fleet.job_heat_wh(o))
     left = {
         c: data.count - placed[c]
         for c, data in enumerate(p.classes)
@@ -78,21 +78,29 @@ class _Fleet:
         self.used = [[[0, 0, 0] for _ in range(p.grid.slots)] for _ in p.sites]
         self.unmet = [_unmet_demand_wh(site) for site in p.sites]
 
-    def take(self, o: planner_problem.StartOption, n: int, before: int) -> None:
-        """Start ``n`` more jobs at ``o`` (which had ``before``): hold their lanes' capacity
-        and count their heat against the demand of the slots they run in."""
-        p = self.p
-        units = p.classes[o.job_class].units
+    def job_heat_wh(self, o: planner_problem.StartOption) -> list[float]:
+        """One job's heat in each slot it runs in when started at ``o``, Wh (empty where heat
+        is not valued)."""
+        if not self.p.sites[o.site].heat_valued:
+            return []
+        bucket = self.p.buckets[o.bucket]
+        return [
+            o.heat_watts * bucket.heat_seconds[k] / 3600.0 for k in bucket.running_slots(o.slot)
+        ]
+
+    def take(self, o: planner_problem.StartOption, n: int, before: int, heat: list[float]) -> None:
+        """Start ``n`` more jobs at ``o`` (which had ``before``; each makes ``heat``, from
+        :meth:`job_heat_wh`): hold their lanes' capacity and count their heat against the
+        demand of the slots they run in."""
+        units = self.p.classes[o.job_class].units
         new_lanes = o.lanes(before + n) - o.lanes(before)
-        bucket = p.buckets[o.bucket]
         site_used = self.used[o.site]
-        valued = p.sites[o.site].heat_valued
         want = self.unmet[o.site]
-        for k in bucket.running_slots(o.slot):
+        for j, k in enumerate(self.p.buckets[o.bucket].running_slots(o.slot)):
             for r, u in enumerate(units):
                 site_used[k][r] += new_lanes * u
-            if valued:
-                want[k] = max(0.0, want[k] - n * o.heat_watts * bucket.heat_seconds[k] / 3600.0)
+            if heat:
+                want[k] = max(0.0, want[k] - n * heat[j])
 
     def place(
         self,
@@ -111,15 +119,9 @@ class _Fleet:
         useful_w = (p.useful_heat_weight + p.dumped_heat_weight) / 1000.0
         dumped_w = p.dumped_heat_weight / 1000.0
         horizon_h = (p.grid.end_s - p.grid.now_s) / 3600.0
-        # Per option: the slots its jobs run in, and each job's heat in them (Wh; empty where
-        # heat is not valued).
+        # Per option: the slots its jobs run in, and each job's heat in them.
         runs = [p.buckets[o.bucket].running_slots(o.slot) for o in options]
-        heats = [
-            [o.heat_watts * p.buckets[o.bucket].heat_seconds[k] / 3600.0 for k in run]
-            if p.sites[o.site].heat_valued
-            else []
-            for o, run in zip(options, runs, strict=True)
-        ]
+        heats = [self.job_heat_wh(o) for o in options]
         for c in order:
             data = p.classes[c]
             needs = [(r, u) for r, u in enumerate(data.units) if u]
@@ -167,7 +169,7 @@ class _Fleet:
                 n = fit
                 if heat and score > 0:
                     n = _worthwhile_batch(heat, [self.unmet[o.site][k] for k in runs[i]], fit)
-                self.take(o, n, counts[i])
+                self.take(o, n, counts[i], heat)
                 counts[i] += n
                 left -= n
         return counts
